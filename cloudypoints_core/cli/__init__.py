@@ -1,0 +1,1 @@
+"""The ``cloudypoints`` command line: typed command functions under a thin argparse layer."""

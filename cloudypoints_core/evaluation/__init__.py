@@ -1,0 +1,1 @@
+"""Depth evaluation: standard metrics, protocols and reports."""

@@ -1,0 +1,222 @@
+"""Standard monocular-depth error metrics (as monodepth2 defines them), pure numpy.
+
+``compute_errors`` takes matched 1-D arrays of valid ground-truth and predicted depths (metres) and
+returns AbsRel, SqRel, RMSE, RMSE log and the threshold accuracies delta < 1.25, 1.25^2, 1.25^3
+(strict inequality). Protocols (crops, range caps, median scaling) live in ``protocols``; metrics are
+computed per image and then averaged over images, as the literature reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from cloudypoints_core.errors import InputError
+
+METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+#: Metrics for which lower is better (the others, the delta accuracies, are higher-is-better).
+LOWER_IS_BETTER = frozenset({"abs_rel", "sq_rel", "rmse", "rmse_log"})
+
+
+def compute_errors(
+    gt_m: npt.ArrayLike, pred_m: npt.ArrayLike
+) -> dict[str, float]:
+    """Errors between matched ground-truth and predicted depths (metres, both > 0)."""
+    gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
+    pred = np.asarray(pred_m, dtype=np.float64).reshape(-1)
+    if gt.shape != pred.shape:
+        raise InputError(f"gt has {gt.size} values but pred has {pred.size}; they must match")
+    if gt.size == 0:
+        raise InputError("no valid pixels to evaluate")
+    if not (np.all(np.isfinite(gt)) and np.all(gt > 0) and np.all(np.isfinite(pred))
+            and np.all(pred > 0)):
+        raise InputError("gt and pred must be finite and positive; mask or clamp them first")
+    thresh = np.maximum(gt / pred, pred / gt)
+    a1 = float(np.mean(thresh < 1.25))
+    a2 = float(np.mean(thresh < 1.25**2))
+    a3 = float(np.mean(thresh < 1.25**3))
+    rmse = float(np.sqrt(np.mean((gt - pred) ** 2)))
+    rmse_log = float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2)))
+    abs_rel = float(np.mean(np.abs(gt - pred) / gt))
+    sq_rel = float(np.mean(((gt - pred) ** 2) / gt))
+    return {
+        "abs_rel": abs_rel,
+        "sq_rel": sq_rel,
+        "rmse": rmse,
+        "rmse_log": rmse_log,
+        "a1": a1,
+        "a2": a2,
+        "a3": a3,
+    }
+
+
+def mean_errors(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Average per-image metric dictionaries (the literature's per-image-then-mean convention)."""
+    rows = list(per_image)
+    if not rows:
+        raise InputError("no images to average")
+    return {name: float(np.mean([row[name] for row in rows])) for name in METRIC_NAMES}
+
+
+#: Distance bands (metres, [lo, hi)) for errors by range, as the Cityscapes reports use them.
+DISTANCE_BANDS: tuple[tuple[float, float], ...] = ((0.0, 10.0), (10.0, 20.0), (20.0, 40.0),
+                                                   (40.0, 80.0))
+
+
+def band_label(band: tuple[float, float]) -> str:
+    """``"0-10m"`` for the band (0, 10)."""
+    return f"{band[0]:g}-{band[1]:g}m"
+
+
+#: Rows of :class:`ErrorTerms`: per-pixel quantities whose means give the metrics.
+TERM_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "sq", "log_sq", "a1", "a2", "a3")
+
+
+class ErrorTerms:
+    """Per-pixel error terms of matched depths, one row per name in :data:`TERM_NAMES`.
+
+    ``abs_rel`` |gt - pred| / gt, ``sq_rel`` (gt - pred)^2 / gt, ``sq`` (gt - pred)^2,
+    ``log_sq`` (ln(gt / pred))^2, ``a1``..``a3`` 1.0 where max(gt/pred, pred/gt) < 1.25^k. The
+    metrics are means of the rows (square roots of the means for the RMSEs), so one image's
+    metrics, its distance bands and a distance curve all come from one computation.
+    """
+
+    def __init__(self, gt_m: npt.ArrayLike, pred_m: npt.ArrayLike) -> None:
+        gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
+        pred = np.asarray(pred_m, dtype=np.float64).reshape(-1)
+        if gt.shape != pred.shape:
+            raise InputError(f"gt has {gt.size} values but pred has {pred.size}; they must match")
+        # Inputs must already be valid (finite, positive): not re-checked here, for speed.
+        self.values = np.empty((len(TERM_NAMES), gt.size), dtype=np.float64)
+        v = self.values
+        np.subtract(gt, pred, out=v[2])
+        np.abs(v[2], out=v[0])
+        v[0] /= gt
+        np.square(v[2], out=v[2])
+        np.divide(v[2], gt, out=v[1])
+        ratio = gt / pred
+        np.log(ratio, out=v[3])
+        np.square(v[3], out=v[3])
+        thresh = np.maximum(ratio, pred / gt, out=ratio)
+        for row, power in ((4, 1), (5, 2), (6, 3)):
+            np.less(thresh, 1.25**power, out=v[row], casting="unsafe")
+
+    @property
+    def size(self) -> int:
+        return int(self.values.shape[1])
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
+        return self.values[TERM_NAMES.index(name)]  # type: ignore[no-any-return]
+
+    def reduce(
+        self, groups: npt.NDArray[np.integer] | None = None, n_groups: int = 1
+    ) -> list[dict[str, float] | None]:
+        """Metrics per group (ids in [0, n_groups), others ignored); None for an empty group."""
+        if groups is None:
+            sums = self.values.sum(axis=1)[:, None]
+            counts = np.array([self.size])
+        else:
+            index = np.asarray(groups).reshape(-1)
+            if index.size != self.size:
+                raise InputError(f"groups has {index.size} entries for {self.size} pixels")
+            # A one-hot matrix product sums every term for every group in one BLAS call
+            # (np.bincount with weights is several times slower per term).
+            onehot = (index[None, :] == np.arange(n_groups)[:, None]).astype(np.float64)
+            sums = self.values @ onehot.T
+            counts = onehot.sum(axis=1)
+        out: list[dict[str, float] | None] = []
+        for g in range(sums.shape[1]):
+            c = counts[g]
+            if c == 0:
+                out.append(None)
+                continue
+            mean = sums[:, g] / c
+            out.append({
+                "abs_rel": float(mean[0]),
+                "sq_rel": float(mean[1]),
+                "rmse": float(np.sqrt(mean[2])),
+                "rmse_log": float(np.sqrt(mean[3])),
+                "a1": float(mean[4]),
+                "a2": float(mean[5]),
+                "a3": float(mean[6]),
+            })
+        return out
+
+
+def band_index(gt_m: npt.ArrayLike, bands: Iterable[tuple[float, float]]) -> npt.NDArray[np.intp]:
+    """Index of the band [lo, hi) holding each ground-truth depth, -1 where none does."""
+    gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
+    index = np.full(gt.shape, -1, dtype=np.intp)
+    for k, (lo, hi) in enumerate(bands):
+        if not hi > lo:
+            raise InputError(f"distance band {(lo, hi)!r} must have hi > lo")
+        index[(gt >= lo) & (gt < hi) & (index < 0)] = k
+    return index
+
+
+def band_errors(
+    gt_m: npt.ArrayLike,
+    pred_m: npt.ArrayLike,
+    bands: Iterable[tuple[float, float]] = DISTANCE_BANDS,
+) -> dict[str, dict[str, float] | None]:
+    """Metrics restricted to ground-truth depths in each band [lo, hi); None for an empty band.
+
+    Inputs are matched valid depths as for :func:`compute_errors` (already masked, scaled and
+    clamped by the protocol); the band is chosen by the ground truth, never by the prediction.
+    """
+    gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
+    pred = np.asarray(pred_m, dtype=np.float64).reshape(-1)
+    if gt.shape != pred.shape:
+        raise InputError(f"gt has {gt.size} values but pred has {pred.size}; they must match")
+    bands = list(bands)
+    index = band_index(gt, bands)
+    inside = index >= 0
+    results = (ErrorTerms(gt[inside], pred[inside]).reduce(index[inside], len(bands))
+               if inside.any() else [None] * len(bands))
+    return {band_label(b): r for b, r in zip(bands, results, strict=True)}
+
+
+def bin_index(values: npt.ArrayLike, edges_m: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    """Bin of each value for ascending ``edges_m`` ([e_k, e_k+1)); -1 or len(edges)-1 outside."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    edges = np.asarray(edges_m, dtype=np.float64).reshape(-1)
+    if edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise InputError(f"edges_m must be at least 2 strictly increasing values, got {edges!r}")
+    steps = np.diff(edges)
+    if np.allclose(steps, steps[0], rtol=1e-12, atol=0.0):
+        # Uniform bins: arithmetic binning is several times faster than a binary search.
+        index = np.floor((x - edges[0]) / steps[0])
+        np.clip(index, -1, edges.size - 1, out=index)
+        return index.astype(np.intp)
+    return np.searchsorted(edges, x, side="right") - 1
+
+
+def binned_sums(
+    index: npt.NDArray[np.intp], weights: npt.ArrayLike, n_bins: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Sum of ``weights`` and count per bin ``index`` in [0, n_bins) (others ignored)."""
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    inside = (index >= 0) & (index < n_bins)
+    if not inside.all():
+        index, w = index[inside], w[inside]
+    sums = np.bincount(index, weights=w, minlength=n_bins)[:n_bins]
+    counts = np.bincount(index, minlength=n_bins)[:n_bins].astype(np.int64)
+    return sums, counts
+
+
+def abs_rel_by_distance(
+    gt_m: npt.ArrayLike, pred_m: npt.ArrayLike, edges_m: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Per distance bin (by ground truth, ``edges_m`` ascending): sum of |gt - pred| / gt, count.
+
+    Sums and counts (not means) so that callers can accumulate over images and divide once: the
+    curve of AbsRel against distance over a whole data set, pixel-weighted.
+    """
+    gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
+    pred = np.asarray(pred_m, dtype=np.float64).reshape(-1)
+    if gt.shape != pred.shape:
+        raise InputError(f"gt has {gt.size} values but pred has {pred.size}; they must match")
+    edges = np.asarray(edges_m, dtype=np.float64).reshape(-1)
+    return binned_sums(bin_index(gt, edges), np.abs(gt - pred) / gt, edges.size - 1)

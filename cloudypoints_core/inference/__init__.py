@@ -1,0 +1,1 @@
+"""Inference: model packages, backends, and the one facade every caller uses."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run the whole test suite in the project's environment (set up on first use). Extra arguments go
+# to pytest, e.g. scripts/test.sh -k geometry.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bash "$HERE/setup_env.sh"
+# shellcheck source=env.sh
+source "$HERE/env.sh"
+cd "$ROOT"
+exec python -m pytest "$@"
