@@ -18,6 +18,14 @@ from cloudypoints_core.errors import CloudyPointsError
 #: Modules under cloudypoints_core.cli that provide subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",
+    "bag",
+    "predict",
+    "build_engine",
+    "eda",
+    "evaluate",
+    "card",
+    "train",
+    "export",
 )
 
 log = logging.getLogger("cloudypoints")

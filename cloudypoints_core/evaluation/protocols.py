@@ -1,0 +1,319 @@
+"""Evaluation protocols: which pixels count, how predictions are scaled and clamped, per image.
+
+The Cityscapes protocol is the one the literature reports (ManyDepth's, on the 1525 test
+images): ground truth from disparity; the top 75 % of the rows are kept (the rest is the
+ego-vehicle's hood); metrics are taken on rows 256-767 and columns 192-1855 of the 2048x1024
+frame; ground truth in (1e-3, 80) m; the prediction, at ground-truth resolution, optionally
+median-scaled per image (scale-ambiguous models), then clamped to [1e-3, 80] m; metrics per image,
+then averaged.
+
+When the ground truth has another resolution (H, W), the crop window is the same fraction of the
+frame: rows [round(H * 256/1024), round(H * 768/1024)), columns [round(W * 192/2048),
+round(W * 1856/2048)); exact whole pixels whenever W and H divide 2048 and 1024 by a power of two.
+
+SynthCity protocol: held-out seeds, exact rendered depth (sky, inf, excluded), the same range cap
+(80 m), no hood and no crop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from cloudypoints_core.errors import ConfigError, InputError
+from cloudypoints_core.evaluation.metrics import (
+    DISTANCE_BANDS,
+    ErrorTerms,
+    band_index,
+    band_label,
+    bin_index,
+    binned_sums,
+)
+
+ModelInput = Literal["auto", "full", "above_hood"]
+
+#: Bin edges (m) of the AbsRel-against-distance curve.
+DISTANCE_CURVE_EDGES_M: tuple[float, ...] = tuple(float(x) for x in range(0, 81, 2))
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Which pixels are evaluated and how the prediction is treated.
+
+    ``crop`` is (top, bottom, left, right) as fractions of the full frame (bottom and right
+    exclusive); ``keep_top_fraction`` the share of rows kept above the hood (None: all rows).
+    ``model_input`` says what the network sees: the full frame, or only the rows above the hood
+    (with the intrinsics cropped to match), as ManyDepth's pipeline feeds it; ``auto`` picks the
+    one whose aspect ratio is closer to the model's input size (see :meth:`resolve_model_input`).
+    """
+
+    name: str
+    min_depth_m: float = 1e-3
+    max_depth_m: float = 80.0
+    keep_top_fraction: float | None = None
+    crop: tuple[float, float, float, float] | None = None
+    median_scaling: bool = False
+    model_input: ModelInput = "full"
+    bands: tuple[tuple[float, float], ...] = DISTANCE_BANDS
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not (0 < self.min_depth_m < self.max_depth_m and math.isfinite(self.max_depth_m)):
+            raise ConfigError(
+                f"protocol {self.name!r}: need 0 < min_depth_m < max_depth_m < inf, got "
+                f"{self.min_depth_m!r}, {self.max_depth_m!r}"
+            )
+        if self.keep_top_fraction is not None and not 0 < self.keep_top_fraction <= 1:
+            raise ConfigError(
+                f"protocol {self.name!r}: keep_top_fraction must be in (0, 1], got "
+                f"{self.keep_top_fraction!r}"
+            )
+        if self.crop is not None:
+            top, bottom, left, right = self.crop
+            if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+                raise ConfigError(
+                    f"protocol {self.name!r}: crop (top, bottom, left, right) must be fractions "
+                    f"with top < bottom and left < right, got {self.crop!r}"
+                )
+        if self.model_input not in ("auto", "full", "above_hood"):
+            raise ConfigError(
+                f"protocol {self.name!r}: model_input must be 'auto', 'full' or 'above_hood', got "
+                f"{self.model_input!r}"
+            )
+        if self.model_input == "above_hood" and self.keep_top_fraction is None:
+            raise ConfigError(
+                f"protocol {self.name!r}: model_input 'above_hood' needs keep_top_fraction"
+            )
+
+    def resolve_model_input(
+        self, frame_width: int, frame_height: int, model_width: int, model_height: int
+    ) -> ModelInput:
+        """``full`` or ``above_hood`` for a frame and a model input size (``auto`` resolved).
+
+        A network is fed the view whose aspect ratio is closer (in log ratio) to its input's, so
+        that a model trained on hood-cropped 8:3 frames (ManyDepth's 512x192) sees those and a
+        model trained on whole 2:1 frames sees whole frames; neither is stretched.
+        """
+        if self.model_input != "auto":
+            return self.model_input
+        if self.keep_top_fraction is None or self.keep_top_fraction >= 1:
+            return "full"
+        model_aspect = model_width / model_height
+        full = abs(math.log(frame_width / frame_height / model_aspect))
+        top = abs(math.log(frame_width / self.kept_rows(frame_height) / model_aspect))
+        return "above_hood" if top < full else "full"
+
+    def with_options(self, **changes: Any) -> EvalProtocol:
+        """A copy with some fields changed (e.g. ``median_scaling=True``)."""
+        return replace(self, **changes)
+
+    def kept_rows(self, height: int) -> int:
+        """Rows above the hood for an image ``height`` rows tall."""
+        if self.keep_top_fraction is None:
+            return height
+        return int(round(self.keep_top_fraction * height))
+
+    def crop_window(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(row0, row1, col0, col1), end exclusive, of the evaluated window at this resolution."""
+        rows = self.kept_rows(height)
+        if self.crop is None:
+            return 0, rows, 0, width
+        top, bottom, left, right = self.crop
+        r0, r1 = int(round(top * height)), int(round(bottom * height))
+        c0, c1 = int(round(left * width)), int(round(right * width))
+        r1 = min(r1, rows)
+        if r1 <= r0 or c1 <= c0:
+            raise InputError(
+                f"protocol {self.name!r}: empty crop window on a {width}x{height} image"
+            )
+        return r0, r1, c0, c1
+
+    def summary(self) -> str:
+        """One paragraph stating the protocol, median scaling included."""
+        scaling = (
+            "per-image median scaling ON (prediction multiplied by median(gt) / median(pred); "
+            "metric scale is NOT tested)"
+            if self.median_scaling
+            else "no median scaling (metric depth evaluated as predicted)"
+        )
+        parts = [f"{self.name}: ground truth in ({self.min_depth_m:g}, {self.max_depth_m:g}) m"]
+        if self.keep_top_fraction is not None:
+            parts.append(f"top {self.keep_top_fraction:.0%} of the rows kept (hood removed)")
+        if self.crop is not None:
+            r0, r1, c0, c1 = self.crop_window(1024, 2048)
+            parts.append(
+                f"evaluated window rows {r0}-{r1 - 1} and columns {c0}-{c1 - 1} of a 2048x1024 "
+                "frame (the same fractions of the frame at other resolutions)"
+            )
+        parts.append(f"prediction clamped to [{self.min_depth_m:g}, {self.max_depth_m:g}] m")
+        parts.append(scaling)
+        views = {"above_hood": "rows above the hood", "full": "full frame",
+                 "auto": "full frame or rows above the hood, whichever fits the model's aspect"}
+        parts.append(f"model input: {views[self.model_input]}")
+        parts.append("metrics per image, then averaged over images")
+        return "; ".join(parts) + "."
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["bands"] = [list(b) for b in self.bands]
+        data["crop"] = list(self.crop) if self.crop is not None else None
+        return data
+
+
+#: ManyDepth's Cityscapes protocol (rows 256-767, columns 192-1855 of 2048x1024).
+CITYSCAPES_PROTOCOL = EvalProtocol(
+    name="cityscapes",
+    keep_top_fraction=0.75,
+    crop=(256 / 1024, 768 / 1024, 192 / 2048, 1856 / 2048),
+    model_input="auto",
+    description=(
+        "ManyDepth's Cityscapes protocol: 1525 test images, ground truth from disparity, rows "
+        "256-767 and columns 192-1855 of the 2048x1024 frame"
+    ),
+)
+
+#: SynthCity: exact rendered depth on held-out seeds, 80 m cap, whole frame.
+SYNTHCITY_PROTOCOL = EvalProtocol(
+    name="synthcity",
+    description="SynthCity held-out seeds, exact depth, sky excluded, whole frame, 80 m cap",
+)
+
+PROTOCOLS: Mapping[str, EvalProtocol] = {
+    "cityscapes": CITYSCAPES_PROTOCOL,
+    "synthcity": SYNTHCITY_PROTOCOL,
+}
+
+
+def get_protocol(name: str, **options: Any) -> EvalProtocol:
+    """The named protocol, with ``options`` (e.g. median_scaling=True) applied."""
+    try:
+        protocol = PROTOCOLS[name]
+    except KeyError as exc:
+        raise ConfigError(
+            f"unknown evaluation protocol {name!r}; known: {sorted(PROTOCOLS)}"
+        ) from exc
+    return protocol.with_options(**options) if options else protocol
+
+
+@dataclass
+class ImageEvaluation:
+    """One image under a protocol: its metrics and the bookkeeping the report needs."""
+
+    metrics: dict[str, float] | None
+    bands: dict[str, dict[str, float] | None]
+    n_gt_valid: int
+    n_evaluated: int
+    #: Share of valid ground-truth pixels where the model gave a valid depth.
+    coverage: float
+    scale_ratio: float
+    curve_sums: npt.NDArray[np.float64]
+    curve_counts: npt.NDArray[np.int64]
+    #: (H, W) AbsRel per pixel inside the window (NaN elsewhere), for error maps.
+    abs_rel_map: npt.NDArray[np.float32]
+
+
+def evaluate_image(
+    protocol: EvalProtocol,
+    gt_depth_m: npt.NDArray[np.floating[Any]],
+    pred_depth_m: npt.NDArray[np.floating[Any]],
+    curve_edges_m: npt.ArrayLike = DISTANCE_CURVE_EDGES_M,
+) -> ImageEvaluation:
+    """Apply ``protocol`` to one image; both depths (m) at the same (H, W), NaN/inf/<=0 invalid.
+
+    Pixels where the ground truth is valid but the model returned no depth (NaN: outside its
+    valid range) are not evaluated and lower ``coverage``, which the report states.
+    """
+    gt_full = np.asarray(gt_depth_m)
+    pred_full = np.asarray(pred_depth_m)
+    if gt_full.ndim != 2 or gt_full.shape != pred_full.shape:
+        raise InputError(
+            f"gt and prediction must be (H, W) arrays of one shape, got {gt_full.shape} and "
+            f"{pred_full.shape}; resize the prediction to the ground truth first"
+        )
+    height, width = gt_full.shape
+    r0, r1, c0, c1 = protocol.crop_window(height, width)
+    # Crop before any conversion: the window is a quarter of a Cityscapes frame.
+    gt = gt_full[r0:r1, c0:c1]
+    pred = pred_full[r0:r1, c0:c1]
+    with np.errstate(invalid="ignore"):
+        gt_valid = np.isfinite(gt) & (gt > protocol.min_depth_m) & (gt < protocol.max_depth_m)
+        mask = gt_valid & np.isfinite(pred) & (pred > 0)
+    n_gt = int(np.count_nonzero(gt_valid))
+    n_eval = int(np.count_nonzero(mask))
+    edges = np.asarray(curve_edges_m, dtype=np.float64)
+    abs_rel_map = np.full((height, width), np.nan, dtype=np.float32)
+    if n_eval == 0:
+        return ImageEvaluation(
+            metrics=None,
+            bands={},
+            n_gt_valid=n_gt,
+            n_evaluated=0,
+            coverage=0.0,
+            scale_ratio=float("nan"),
+            curve_sums=np.zeros(edges.size - 1),
+            curve_counts=np.zeros(edges.size - 1, dtype=np.int64),
+            abs_rel_map=abs_rel_map,
+        )
+    gt_values = gt[mask].astype(np.float64)
+    pred_values = pred[mask].astype(np.float64)
+    ratio = 1.0
+    if protocol.median_scaling:
+        ratio = float(np.median(gt_values) / np.median(pred_values))
+        pred_values *= ratio
+    # Scale first, then clamp (the order the literature uses).
+    np.clip(pred_values, protocol.min_depth_m, protocol.max_depth_m, out=pred_values)
+    # Per-pixel terms once; the image's metrics, its bands and the distance curve all reduce them.
+    terms = ErrorTerms(gt_values, pred_values)
+    metrics = terms.reduce()[0]
+    bands = dict(zip(
+        (band_label(b) for b in protocol.bands),
+        terms.reduce(band_index(gt_values, protocol.bands), len(protocol.bands)),
+        strict=True,
+    ))
+    sums, counts = binned_sums(bin_index(gt_values, edges), terms["abs_rel"], edges.size - 1)
+    window = np.full(gt.shape, np.nan, dtype=np.float32)
+    window[mask] = terms["abs_rel"]
+    abs_rel_map[r0:r1, c0:c1] = window
+    return ImageEvaluation(
+        metrics=metrics,
+        bands=bands,
+        n_gt_valid=n_gt,
+        n_evaluated=n_eval,
+        coverage=n_eval / n_gt if n_gt else 0.0,
+        scale_ratio=ratio,
+        curve_sums=sums,
+        curve_counts=counts,
+        abs_rel_map=abs_rel_map,
+    )
+
+
+def resize_prediction(
+    pred_depth_m: npt.NDArray[np.floating[Any]], height: int, width: int
+) -> npt.NDArray[np.float32]:
+    """Resize a depth prediction to the ground truth's (height, width).
+
+    Interpolates inverse depth bilinearly (as monodepth2 resizes its disparity), normalised by the
+    interpolated validity so that invalid pixels (NaN) neither spread nor pull values towards
+    zero; output pixels with no valid source are NaN.
+    """
+    from cloudypoints_core._optional import require
+
+    cv2 = require("cv2", "resizing predictions for evaluation")
+    pred = np.asarray(pred_depth_m, dtype=np.float32)
+    if pred.ndim != 2:
+        raise InputError(f"prediction must be an (H, W) array, got shape {pred.shape}")
+    if pred.shape == (height, width):
+        return pred
+    valid = np.isfinite(pred) & (pred > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(valid, 1.0 / pred, 0.0).astype(np.float32)
+    inv = cv2.resize(inv, (width, height), interpolation=cv2.INTER_LINEAR)
+    weight = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where((weight > 1e-6) & (inv > 0), weight / inv, np.nan)
+    return out.astype(np.float32)

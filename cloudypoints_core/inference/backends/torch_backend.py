@@ -1,0 +1,225 @@
+"""PyTorch backend: the spec's architecture from the models registry with the package's weights."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from cloudypoints_core._optional import require
+from cloudypoints_core.errors import ConfigError, ModelError
+from cloudypoints_core.inference.backends import parse_device, require_cuda_device, validate_batch
+from cloudypoints_core.inference.package import ModelPackage
+from cloudypoints_core.inference.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: How many offending keys an error message lists before "...".
+_MAX_LISTED = 8
+
+
+def _listing(items: list[str]) -> str:
+    head = ", ".join(items[:_MAX_LISTED])
+    return head + (f", ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
+
+
+def build_network(spec: ModelSpec, factory: Callable[..., Any] | None = None) -> Any:
+    """The spec's network with random weights, from ``factory`` or the models registry."""
+    if factory is None:
+        try:
+            from cloudypoints_core.models import create_model
+        except ImportError as exc:
+            raise ModelError(
+                "the torch backend needs cloudypoints_core.models to build "
+                f"{spec.architecture!r}: {exc}"
+            ) from exc
+        factory = create_model
+    try:
+        return factory(spec.architecture, **dict(spec.arch_config))
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError too
+        raise ModelError(
+            f"cannot build architecture {spec.architecture!r} with arch_config "
+            f"{dict(spec.arch_config)}: {exc}"
+        ) from exc
+
+
+def load_state_dict_file(path: Any) -> dict[str, Any]:
+    """A state dict read with ``weights_only=True``; ModelError for missing or corrupt files."""
+    torch = require("torch", "the torch inference backend")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelError(f"weights file {path} does not exist") from exc
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(
+            f"weights file {path} is truncated, corrupt or not a plain state dict "
+            f"(loaded with weights_only=True): {exc}"
+        ) from exc
+    if (
+        isinstance(state, Mapping)
+        and "state_dict" in state
+        and isinstance(state["state_dict"], Mapping)
+    ):
+        # A training checkpoint: its weights are under "state_dict".
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ModelError(f"weights file {path} does not hold a state dict of tensors")
+    return dict(state)
+
+
+def check_state_dict(network: Any, state: Mapping[str, Any], spec: ModelSpec, source: str) -> None:
+    """ModelError listing missing, unexpected and mis-shaped keys against ``network``."""
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mis_shaped = sorted(
+        f"{k} {given[k]} vs {expected[k]}"
+        for k in set(expected) & set(given)
+        if expected[k] != given[k]
+    )
+    if missing or unexpected or mis_shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        if mis_shaped:
+            parts.append(f"shape mismatches (file vs network): {_listing(mis_shaped)}")
+        raise ModelError(
+            f"{source} does not fit architecture {spec.architecture!r} with arch_config "
+            f"{dict(spec.arch_config)}: " + "; ".join(parts)
+        )
+
+
+class TorchBackend:
+    """Runs the network in PyTorch (``inference_mode``), on the CPU or CUDA.
+
+    Options: ``half`` (FP16 weights and input; default on for CUDA, off on the CPU),
+    ``compile`` (``torch.compile`` the network), ``cuda_graphs`` (capture one CUDA graph and
+    replay it; CUDA only), ``num_threads`` (``torch.set_num_threads``, process-wide),
+    ``model_factory`` (a callable ``(architecture, **arch_config) -> nn.Module`` replacing the
+    models registry), ``warmup`` (run once at load to validate the output shape).
+    """
+
+    name = "torch"
+    OPTIONS: ClassVar[Mapping[str, Any]] = {
+        "num_threads": None,
+        "half": None,
+        "compile": False,
+        "cuda_graphs": False,
+        "model_factory": None,
+        "warmup": True,
+    }
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        device: str = "cpu",
+        *,
+        num_threads: int | None = None,
+        half: bool | None = None,
+        compile: bool = False,  # noqa: A002 - the option's public name
+        cuda_graphs: bool = False,
+        model_factory: Callable[..., Any] | None = None,
+        warmup: bool = True,
+    ) -> None:
+        torch = require("torch", "the torch inference backend")
+        self._torch = torch
+        dev = parse_device(device)
+        require_cuda_device(self.name, dev)
+        spec = package.spec
+        if not package.has_weights():
+            raise ModelError(
+                f"model package {package.root} has no state dict ({spec.weights_file!r}); the "
+                "torch backend needs one (use the onnxruntime backend)"
+            )
+        if cuda_graphs and dev.kind != "cuda":
+            raise ConfigError("cuda_graphs needs device cuda")
+        if num_threads is not None:
+            if not isinstance(num_threads, int) or num_threads <= 0:
+                raise ConfigError(f"num_threads must be a positive integer, got {num_threads!r}")
+            torch.set_num_threads(num_threads)
+        network = build_network(spec, model_factory)
+        state = load_state_dict_file(package.weights_path)
+        check_state_dict(network, state, spec, str(package.weights_path))
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # dtype or other mismatch check_state_dict does not see
+            raise ModelError(
+                f"{package.weights_path} does not load into the network: {exc}"
+            ) from exc
+        self.device = str(dev)
+        self.spec = spec
+        self._half = (dev.kind == "cuda") if half is None else bool(half)
+        self._dtype = torch.float16 if self._half else torch.float32
+        self._device = torch.device(str(dev))
+        network = network.to(self._device, dtype=self._dtype).eval()
+        self._network = torch.compile(network) if compile else network
+        self._shape = (1, 3, spec.input_height, spec.input_width)
+        self._graph: Any = None
+        self._static_in: Any = None
+        self._static_out: Any = None
+        if cuda_graphs:
+            self._capture_graph()
+        elif warmup:
+            self.infer(np.zeros(self._shape, dtype=np.float32))
+
+    def _forward(self, x: Any) -> Any:
+        out = self._network(x)
+        if not isinstance(out, self._torch.Tensor):
+            raise ModelError(
+                f"network {self.spec.architecture!r} returned {type(out).__name__}, expected a "
+                "tensor (B, 1, H, W)"
+            )
+        return out
+
+    def _capture_graph(self) -> None:
+        torch = self._torch
+        self._static_in = torch.zeros(self._shape, device=self._device, dtype=self._dtype)
+        side = torch.cuda.Stream(self._device)
+        side.wait_stream(torch.cuda.current_stream(self._device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            # Warm-up iterations on a side stream, as CUDA graph capture requires.
+            for _ in range(3):
+                self._forward(self._static_in)
+        torch.cuda.current_stream(self._device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.inference_mode():
+            self._static_out = self._forward(self._static_in)
+        self._check_output(self._static_out)
+
+    def _check_output(self, out: Any) -> None:
+        want = (1, 1, self._shape[2], self._shape[3])
+        if tuple(out.shape) != want:
+            raise ModelError(
+                f"network {self.spec.architecture!r} returned shape {tuple(out.shape)}, expected "
+                f"{want}"
+            )
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        validate_batch(batch, self._shape)
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self._graph is not None:
+                self._static_in.copy_(x)
+                self._graph.replay()
+                out = self._static_out
+            else:
+                out = self._forward(x.to(self._device, dtype=self._dtype))
+            self._check_output(out)
+            result = out.reshape(self._shape[2], self._shape[3]).float().cpu().numpy()
+        return result
+
+    def close(self) -> None:
+        self._graph = None
+        self._static_in = self._static_out = None
+        self._network = None

@@ -1,0 +1,201 @@
+"""ONNX export of a depth network with its spec embedded, model packages, and a parity check.
+
+``export_onnx`` traces the network at the spec's fixed input shape (1, 3, H, W) with the
+TorchScript exporter (``dynamo=False``: it folds BatchNorm into the convolutions and needs no extra
+packages), stores the spec as YAML in the ONNX metadata, checks the graph with ``onnx.checker`` and
+writes the file atomically. ``export_package`` writes a whole package folder (``spec.yaml``,
+``model.onnx``, ``model.pt`` holding the state dict only). ``onnx_parity`` runs ONNX Runtime and
+PyTorch on the same SynthCity frames and returns the largest absolute difference in metres.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cloudypoints_core._optional import require
+from cloudypoints_core.errors import ModelError
+from cloudypoints_core.inference.spec import ModelSpec
+from cloudypoints_core.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "export_onnx",
+    "export_package",
+    "load_torch_model",
+    "normalise_batch",
+    "onnx_parity",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+
+
+def _onnx_bytes(model: torch.nn.Module, spec: ModelSpec, opset: int) -> bytes:
+    torch = require("torch", "ONNX export")
+    dummy = torch.zeros(1, 3, spec.input_height, spec.input_width, dtype=torch.float32)
+    buffer = io.BytesIO()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                (dummy,),
+                buffer,
+                input_names=[spec.input_name],
+                output_names=[spec.output_name],
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises many unrelated types for unsupported ops
+        raise ModelError(f"ONNX export of {spec.architecture!r} failed: {exc}") from exc
+    finally:
+        model.train(was_training)
+    return buffer.getvalue()
+
+
+def export_onnx(
+    model: torch.nn.Module, spec: ModelSpec, path: str | Path, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Export ``model`` to ``path`` at the spec's fixed input shape, spec in the metadata.
+
+    Input and output tensors are named ``spec.input_name`` / ``spec.output_name``; the graph is
+    validated with ``onnx.checker`` before the file is (atomically) written. Returns the path.
+    """
+    onnx = require("onnx", "ONNX export")
+    proto = onnx.load_from_string(_onnx_bytes(model, spec, opset))
+    from cloudypoints_core.inference.onnx_meta import embed_spec_in_onnx_model
+
+    embed_spec_in_onnx_model(proto, spec)
+    proto.producer_name = "cloudypoints"
+    proto.doc_string = f"CloudyPoints depth network {spec.name} ({spec.architecture})"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # onnx.checker.ValidationError and shape-inference errors
+        raise ModelError(f"exported ONNX graph of {spec.name!r} is invalid: {exc}") from exc
+    out = Path(path)
+    atomic_write_bytes(out, proto.SerializeToString())
+    log.info("exported %s (%dx%d, opset %d) to %s", spec.name, spec.input_width,
+             spec.input_height, opset, out)
+    return out
+
+
+def export_package(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    model_card: str | None = None,
+) -> Path:
+    """Write a model package folder: spec.yaml, model.onnx, model.pt (and MODEL_CARD.md if given).
+
+    Each file is written atomically; ``model.pt`` holds the float32 state dict only (tensors, so
+    ``torch.load(weights_only=True)`` reads it), never metadata: that lives in spec.yaml and the
+    ONNX metadata. Returns the folder.
+    """
+    torch = require("torch", "writing a model package")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = replace(spec, onnx_file=spec.onnx_file or "model.onnx",
+                   weights_file=spec.weights_file or "model.pt")
+    export_onnx(model, spec, out / str(spec.onnx_file), opset=opset)
+    state = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(out / str(spec.weights_file), buffer.getvalue())
+    if model_card is not None:
+        atomic_write_bytes(out / "MODEL_CARD.md", model_card.encode("utf-8"))
+    # The spec last: a reader that sees spec.yaml finds the files it names.
+    spec.save(out / "spec.yaml")
+    return out
+
+
+def load_torch_model(spec: ModelSpec, weights_path: str | Path) -> torch.nn.Module:
+    """The spec's network with the state dict at ``weights_path`` loaded strictly, in eval mode."""
+    torch = require("torch", "loading a torch model")
+    from cloudypoints_core.models import create_model
+
+    model = create_model(spec.architecture, **dict(spec.arch_config))
+    try:
+        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelError(f"weights file {weights_path} does not exist") from exc
+    except Exception as exc:  # pickle/zip errors of corrupt files
+        raise ModelError(f"weights file {weights_path} cannot be read: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ModelError(f"weights file {weights_path} must hold a state dict, got {type(state)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"weights file {weights_path} does not fit network {spec.architecture!r} with "
+            f"{dict(spec.arch_config)}: {exc}"
+        ) from exc
+    return model.eval()
+
+
+def normalise_batch(rgb: npt.NDArray[np.uint8], spec: ModelSpec) -> npt.NDArray[np.float32]:
+    """(H, W, 3) uint8 RGB at the spec's input size -> (1, 3, H, W) float32 network input."""
+    if rgb.shape != (spec.input_height, spec.input_width, 3) or rgb.dtype != np.uint8:
+        raise ModelError(
+            f"expected a {spec.input_width}x{spec.input_height} uint8 RGB image, got "
+            f"{rgb.dtype} {rgb.shape}"
+        )
+    img = rgb[..., ::-1] if spec.channel_order == "bgr" else rgb
+    x = (img.astype(np.float32) / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(
+        spec.std, np.float32
+    )
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def onnx_parity(
+    model: torch.nn.Module,
+    onnx_path: str | Path,
+    spec: ModelSpec,
+    seeds: Sequence[int] = (1_000_000, 1_000_001),
+    images: Sequence[npt.NDArray[np.uint8]] | None = None,
+) -> float:
+    """Largest |ONNX Runtime - PyTorch| depth (metres) over SynthCity frames of ``seeds``.
+
+    ``images`` (uint8 RGB at the input size) replaces the rendered frames when given.
+    """
+    torch = require("torch", "the export parity check")
+    ort = require("onnxruntime", "the export parity check")
+    if images is None:
+        from cloudypoints_core.data.synthcity import render_frame
+
+        images = [render_frame(int(s), spec.input_width, spec.input_height).rgb for s in seeds]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    model.eval()
+    worst = 0.0
+    for rgb in images:
+        x = normalise_batch(np.asarray(rgb), spec)
+        (onnx_out,) = session.run([spec.output_name], {spec.input_name: x})
+        with torch.no_grad():
+            torch_out = model(torch.from_numpy(x)).numpy()
+        if onnx_out.shape != torch_out.shape:
+            raise ModelError(f"ONNX output shape {onnx_out.shape} != torch {torch_out.shape}")
+        worst = max(worst, float(np.max(np.abs(onnx_out - torch_out))))
+    return worst
+
+
+def _session_options(threads: int | None) -> Any:
+    ort = require("onnxruntime", "ONNX Runtime timing")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return options

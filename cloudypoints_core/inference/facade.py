@@ -1,0 +1,372 @@
+"""The one inference path (node, evaluation, CLI): RGB + intrinsics in, metric depth out.
+
+``DepthEstimator.predict`` runs preprocess (:mod:`.preprocess`) -> backend -> postprocess:
+
+1. ``raw * output_scale + output_shift`` gives the spec's ``output_kind``.
+2. Metric scale:
+   - ``metric_depth``: the canonical-camera rule, depth *= fx_at_model_input / train_fx_px (a
+     camera with twice the focal length sees everything twice as large, so at the same image
+     size it is twice as far). ``scale_method="canonical_focal"``.
+   - ``relative_inverse_depth`` and ``disparity`` (treated alike: inverse depth up to scale):
+     depth = 1 / x, then the scale comes from the ground plane and a known camera height
+     (:mod:`.scale`, ``"ground_plane"``); when no height is given or the fit fails, from the
+     ``fixed_scale`` option (``"fixed_scale"``); else depth stays unscaled (``"none"``, scale 1).
+3. Depth outside [min_depth_m, max_depth_m] (and non-finite or non-positive) becomes NaN: never
+   clamped, so an invalid region never turns into a wall of points at the range limit.
+4. Resize to the requested resolution. ``interpolation="linear"`` (default) interpolates
+   *inverse* depth bilinearly: for a planar surface 1/z is affine in (u, v), so planes stay
+   exactly planar (linear interpolation of z would bend them). NaN never leaks into valid
+   values: an output pixel is valid only when every source pixel it draws from is valid (NaN
+   regions grow by under one model pixel). ``"nearest"`` copies the nearest model pixel (no new
+   depth values at all, so no flying pixels across object edges, at the cost of blockiness).
+
+The returned intrinsics describe ``depth_m``'s grid exactly: the caller's intrinsics for
+``output_resolution="input"``, :meth:`Intrinsics.resized` to the model size for ``"model"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cloudypoints_core._optional import require
+from cloudypoints_core.errors import ConfigError, InputError
+from cloudypoints_core.geometry import Intrinsics
+from cloudypoints_core.inference.backends import Backend, backend_option_names, create_backend
+from cloudypoints_core.inference.package import ModelPackage, load_model_package
+from cloudypoints_core.inference.preprocess import Preprocessor
+from cloudypoints_core.inference.scale import GroundPlaneConfig, ground_plane_scale
+from cloudypoints_core.inference.spec import ModelSpec
+
+__all__ = [
+    "FACADE_OPTIONS",
+    "INTERPOLATIONS",
+    "OUTPUT_RESOLUTIONS",
+    "SCALE_METHODS",
+    "DepthEstimator",
+    "DepthResult",
+    "apply_valid_range",
+    "resize_depth",
+]
+
+log = logging.getLogger(__name__)
+
+SCALE_METHODS = ("canonical_focal", "ground_plane", "fixed_scale", "none")
+OUTPUT_RESOLUTIONS = ("input", "model")
+INTERPOLATIONS = ("linear", "nearest")
+#: Options ``from_package`` keeps for the facade; the rest go to the backend.
+FACADE_OPTIONS = frozenset(
+    {"fixed_scale", "camera_height_m", "camera_pitch_rad", "interpolation", "ground_plane"}
+)
+#: An output pixel counts as valid when this much of its interpolation weight lies on valid
+#: source pixels (1 up to float rounding).
+_FULL_WEIGHT = 0.999
+#: A repeated scale-recovery warning is logged once every this many frames.
+_WARN_EVERY = 300
+
+
+@dataclass(frozen=True, eq=False)
+class DepthResult:
+    """Metric depth and how it was obtained.
+
+    ``depth_m`` (H', W') float32 metres along the optical axis, NaN where invalid; ``intrinsics``
+    describe exactly that grid. ``scale`` is the factor ``scale_method`` applied. ``timings``
+    are milliseconds for "preprocess", "infer", "postprocess" and "total".
+    """
+
+    depth_m: npt.NDArray[np.float32]
+    intrinsics: Intrinsics
+    scale_method: str
+    scale: float
+    backend: str
+    device: str
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- postprocessing
+def apply_valid_range(
+    depth: npt.NDArray[np.float32], min_depth_m: float, max_depth_m: float
+) -> npt.NDArray[np.float32]:
+    """Set depth outside [min, max] (and NaN/inf) to NaN in place; returns ``depth``."""
+    # NaN passes neither comparison and stays NaN; +-inf fail one of them. putmask is the
+    # fastest masked store numpy has (about 4x copyto(where=) when few pixels are invalid).
+    with np.errstate(invalid="ignore"):
+        invalid = np.less(depth, min_depth_m)
+        invalid |= np.greater(depth, max_depth_m)
+    np.putmask(depth, invalid, np.float32(np.nan))
+    return depth
+
+
+def resize_depth(
+    depth: npt.NDArray[np.float32], width: int, height: int, interpolation: str = "linear"
+) -> npt.NDArray[np.float32]:
+    """``depth`` (positive or NaN) resized to ``width`` x ``height`` (see the module docstring)."""
+    if depth.shape == (height, width):
+        return depth
+    if interpolation not in INTERPOLATIONS:
+        raise InputError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    cv2 = require("cv2", "depth resizing")
+    if interpolation == "nearest":
+        # INTER_NEAREST_EXACT samples at pixel centres like Intrinsics.resized; INTER_NEAREST
+        # is shifted by half a source pixel.
+        return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    # Bilinear also when shrinking: INTER_AREA averages a piecewise-constant image, which is not
+    # exact for planes at non-integer factors and would shift depth by up to a few 1e-4.
+    flag = cv2.INTER_LINEAR
+    with np.errstate(divide="ignore"):
+        inverse = np.reciprocal(depth)
+    valid = np.isfinite(inverse)
+    if valid.all():
+        out = cv2.resize(inverse, (width, height), interpolation=flag)
+        return np.reciprocal(out, out=out)
+    # Interpolate inverse depth (0 where invalid) and the validity weight in one pass, then keep
+    # only pixels whose weight lies entirely on valid sources.
+    pair = np.empty(depth.shape + (2,), dtype=np.float32)
+    np.copyto(pair[..., 0], np.where(valid, inverse, np.float32(0.0)))
+    np.copyto(pair[..., 1], valid)
+    resized = cv2.resize(pair, (width, height), interpolation=flag)
+    good = resized[..., 1] >= _FULL_WEIGHT
+    out = np.full((height, width), np.nan, dtype=np.float32)
+    np.divide(np.float32(1.0), resized[..., 0], out=out, where=good)
+    return out
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class DepthEstimator:
+    """Monocular depth from one model package through one backend (see the module docstring).
+
+    Options (also accepted by :meth:`from_package`): ``fixed_scale`` (metres per unit of relative
+    depth, the fallback for relative models), ``camera_height_m`` and ``camera_pitch_rad``
+    (defaults for ground-plane scale recovery; ``predict`` arguments override them),
+    ``interpolation`` ("linear" on inverse depth, or "nearest"), ``ground_plane``
+    (:class:`GroundPlaneConfig` or a dict of its fields).
+
+    ``predict`` is thread-safe (calls are serialised); the estimator holds reusable buffers.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        *,
+        package: ModelPackage | None = None,
+        fixed_scale: float | None = None,
+        camera_height_m: float | None = None,
+        camera_pitch_rad: float | None = None,
+        interpolation: str = "linear",
+        ground_plane: GroundPlaneConfig | Mapping[str, Any] | None = None,
+    ) -> None:
+        if fixed_scale is not None and not (
+            _is_number(fixed_scale) and math.isfinite(fixed_scale) and fixed_scale > 0
+        ):
+            raise ConfigError(f"fixed_scale must be a finite positive number, got {fixed_scale!r}")
+        if camera_height_m is not None:
+            self._check_height(camera_height_m)
+        if interpolation not in INTERPOLATIONS:
+            raise ConfigError(
+                f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}"
+            )
+        if isinstance(ground_plane, Mapping):
+            fields = dict(ground_plane)
+            try:
+                ground_plane = GroundPlaneConfig(**fields)
+            except TypeError as exc:
+                raise ConfigError(f"bad ground_plane options {fields}: {exc}") from exc
+        self.spec = spec
+        self.package = package
+        self.backend = backend
+        self.fixed_scale = None if fixed_scale is None else float(fixed_scale)
+        self.camera_height_m = camera_height_m
+        self.camera_pitch_rad = camera_pitch_rad
+        self.interpolation = interpolation
+        self.ground_plane = ground_plane or GroundPlaneConfig()
+        self._preprocess = Preprocessor(spec)
+        self._lock = threading.Lock()
+        self._fallbacks = 0
+
+    @classmethod
+    def from_package(
+        cls,
+        path: str | Path | None = None,
+        backend: str = "auto",
+        device: str = "cpu",
+        **options: Any,
+    ) -> DepthEstimator:
+        """Load the package at ``path`` (None: the bundled default) on ``backend``/``device``.
+
+        ``options`` mixes facade options (class docstring) and backend options (e.g.
+        ``num_threads``; see each backend). With ``backend="auto"`` options meant for other
+        backends are ignored, so one configuration works on every machine.
+        """
+        package = load_model_package(path)
+        facade = {k: v for k, v in options.items() if k in FACADE_OPTIONS}
+        rest = {k: v for k, v in options.items() if k not in FACADE_OPTIONS}
+        known = set(FACADE_OPTIONS).union(*backend_option_names().values())
+        unknown = sorted(set(rest) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown options {unknown}; facade options: {sorted(FACADE_OPTIONS)}; backend "
+                "options: "
+                + ", ".join(f"{k}: {sorted(v)}" for k, v in backend_option_names().items())
+            )
+        # Facade options are validated before paying for a backend, which then replaces the stub.
+        estimator = cls(package.spec, _NullBackend(), package=package, **facade)
+        estimator.backend = create_backend(backend, package, device, rest)
+        return estimator
+
+    # ------------------------------------------------------------------------------- info
+    @property
+    def backend_name(self) -> str:
+        return str(self.backend.name)
+
+    @property
+    def device(self) -> str:
+        return str(self.backend.device)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) the network runs at."""
+        return (self.spec.input_width, self.spec.input_height)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> DepthEstimator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------- predict
+    @staticmethod
+    def _check_height(value: object) -> float:
+        finite = _is_number(value) and math.isfinite(value)  # type: ignore[arg-type]
+        if not (finite and value > 0):  # type: ignore[operator]
+            raise InputError(f"camera_height_m must be a finite positive number, got {value!r}")
+        return float(value)  # type: ignore[arg-type]
+
+    def predict(
+        self,
+        rgb: npt.NDArray[np.uint8],
+        intrinsics: Intrinsics,
+        output_resolution: str = "input",
+        camera_height_m: float | None = None,
+        camera_pitch_rad: float | None = None,
+    ) -> DepthResult:
+        """Metric depth for an (H, W, 3) uint8 RGB image whose camera is ``intrinsics``.
+
+        ``output_resolution``: "input" (H, W) or "model" (the network's size). The camera
+        height/pitch matter only for relative models (ground-plane scale recovery).
+        """
+        if output_resolution not in OUTPUT_RESOLUTIONS:
+            raise InputError(
+                f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {output_resolution!r}"
+            )
+        height_m = self.camera_height_m if camera_height_m is None else camera_height_m
+        if height_m is not None:
+            height_m = self._check_height(height_m)
+        pitch = self.camera_pitch_rad if camera_pitch_rad is None else camera_pitch_rad
+        with self._lock:
+            t0 = time.perf_counter()
+            batch, at_input = self._preprocess(rgb, intrinsics)
+            t1 = time.perf_counter()
+            raw = self.backend.infer(batch)
+            t2 = time.perf_counter()
+            depth, method, scale = self._to_metric(raw, at_input, height_m, pitch)
+            apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
+            if output_resolution == "input":
+                depth = resize_depth(
+                    depth, intrinsics.width, intrinsics.height, self.interpolation
+                )
+                out_intrinsics = intrinsics
+            else:
+                out_intrinsics = at_input
+            t3 = time.perf_counter()
+        timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "infer": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+        return DepthResult(
+            depth_m=depth,
+            intrinsics=out_intrinsics,
+            scale_method=method,
+            scale=scale,
+            backend=self.backend_name,
+            device=self.device,
+            timings=timings,
+        )
+
+    def _to_metric(
+        self,
+        raw: npt.NDArray[np.float32],
+        at_input: Intrinsics,
+        camera_height_m: float | None,
+        camera_pitch_rad: float | None,
+    ) -> tuple[npt.NDArray[np.float32], str, float]:
+        """(depth in metres before range checks (a new array), scale_method, scale)."""
+        spec = self.spec
+        if spec.output_kind == "metric_depth":
+            factor = at_input.fx_px / float(spec.train_fx_px)  # type: ignore[arg-type]
+            # One fused pass: (raw * s + t) * factor.
+            depth = raw * np.float32(spec.output_scale * factor)
+            if spec.output_shift:
+                depth += np.float32(spec.output_shift * factor)
+            return depth.astype(np.float32, copy=False), "canonical_focal", factor
+        inverse = raw * np.float32(spec.output_scale)
+        if spec.output_shift:
+            inverse += np.float32(spec.output_shift)
+        depth = np.full(inverse.shape, np.nan, dtype=np.float32)
+        np.divide(np.float32(1.0), inverse, out=depth, where=inverse > 0)
+        reason = "no camera height given"
+        if camera_height_m is not None:
+            estimate = ground_plane_scale(
+                depth, at_input, camera_height_m, camera_pitch_rad, self.ground_plane
+            )
+            if estimate.scale is not None:
+                depth *= np.float32(estimate.scale)
+                return depth, "ground_plane", estimate.scale
+            reason = f"ground-plane fit failed: {estimate.reason}"
+        if self.fixed_scale is not None:
+            method, scale = "fixed_scale", self.fixed_scale
+            depth *= np.float32(scale)
+        else:
+            method, scale = "none", 1.0
+        if self._fallbacks % _WARN_EVERY == 0:
+            log.warning(
+                "%s model %s: %s; using %s (scale %.4g)%s",
+                spec.output_kind,
+                spec.name,
+                reason,
+                method,
+                scale,
+                "" if self._fallbacks == 0 else f" [{self._fallbacks} times so far]",
+            )
+        self._fallbacks += 1
+        return depth, method, scale
+
+
+class _NullBackend:
+    """Stand-in used to validate facade options before a real backend is loaded."""
+
+    name = "none"
+    device = "cpu"
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
