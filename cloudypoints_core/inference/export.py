@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -192,10 +192,3 @@ def onnx_parity(
         worst = max(worst, float(np.max(np.abs(onnx_out - torch_out))))
     return worst
 
-
-def _session_options(threads: int | None) -> Any:
-    ort = require("onnxruntime", "ONNX Runtime timing")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return options

@@ -4,10 +4,12 @@ Every registered network maps (B, 3, H, W) normalised RGB (H, W multiples of 32)
 metric depth in metres through a bounded head, and uses only ops that ONNX opset 17 and TensorRT
 10 handle well. Registered networks (cost tables in :mod:`cloudypoints_core.models.networks`):
 
-- ``mobile_unet``: MobileNetV2 encoder + FastDepth-style separable decoder, real time on a CPU
-  (0.80 GFLOPs at 512x256; 0.14 GFLOPs at 384x192 with ``width_mult=0.5``, the default model).
-- ``resnet_unet``: ResNet-18-style encoder + 3x3 U-Net decoder (6.6 GFLOPs at 512x256), for a
-  GPU or a Jetson with TensorRT.
+- ``mobile_unet``: MobileNetV2 encoder + FastDepth-style separable decoder, the fewest FLOPs
+  (0.80 GFLOPs at 512x256; 0.14 GFLOPs at 384x192 with ``width_mult=0.5``).
+- ``resnet_unet``: ResNet-style encoder + 3x3 U-Net decoder; its default (ResNet-18 layout, 6.6
+  GFLOPs at 512x256) is the larger, more accurate network for a GPU or a Jetson with TensorRT,
+  and a slim configuration (0.53 GFLOPs at 384x192) is the shipped default model: dense
+  convolutions train faster per step on a CPU than depthwise ones.
 
 torch is imported lazily (on the first ``create_model`` or ``count_flops``), so importing this
 package is cheap.
@@ -15,7 +17,7 @@ package is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,14 @@ from cloudypoints_core.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelInfo", "count_flops", "create_model", "list_models", "register_model"]
+__all__ = [
+    "ModelInfo",
+    "count_flops",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]
 
 
 @dataclass(frozen=True)
@@ -117,11 +126,6 @@ def count_flops(
         model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {"gmacs": macs / 1e9, "gflops": macs / 1e9, "params_m": params / 1e6}
-
-
-def describe_models(models: Mapping[str, ModelInfo] | None = None) -> dict[str, str]:
-    """{name: description} of the registered networks (for ``--help`` texts and docs)."""
-    return {name: info.description for name, info in (models or _REGISTRY).items()}
 
 
 register_model(

@@ -11,9 +11,12 @@ network            params  GFLOPs 320x160  GFLOPs 384x192  GFLOPs 512x256
 mobile_unet         1.88M  0.31           0.45           0.80
 mobile_unet (0.5)   0.50M  0.10           0.14           0.25
 resnet_unet        13.16M  2.58           3.71           6.60
+resnet_unet (slim)  0.59M  0.37           0.53           0.95
 =================  ======  =============  =============  =============
 
-(``mobile_unet (0.5)`` is ``width_mult=0.5``, the shipped default model's configuration.)
+(``mobile_unet (0.5)`` is ``width_mult=0.5``; ``resnet_unet (slim)`` is ``widths=(32, 48, 64,
+96)``, ``blocks=(1, 1, 2, 1)``, ``decoder_channels=(96, 64, 48, 32, 16)``, the shipped default
+model's configuration.)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ CUDA); only rank 0 logs and writes.
 
 Run folder::
 
-    config.yaml  command.txt  versions.json  train.log
+    config.yaml  command.txt  versions.json  train.log  summary.json
     metrics.jsonl  metrics.csv  steps.jsonl  loss_curves.png
     checkpoints/last.pt  best_model.pt
     package/ (spec.yaml, model.onnx, model.pt, MODEL_CARD.md)
@@ -592,7 +592,9 @@ def train(
         val_loader = _make_loader(
             eval_sets["val"], None, config.train.val_batch_size, config.data.num_workers, device
         )
-        stop = False
+        # max_steps counts steps in total: a run resumed at or past it trains no further (resume
+        # with train.max_steps=null to go on).
+        stop = config.train.max_steps is not None and step >= config.train.max_steps
         while epoch < config.train.epochs and not stop:
             model.train()
             sampler.set_epoch(epoch, start=step_in_epoch * batch)
@@ -695,6 +697,8 @@ def train(
             final = _unwrap(model)
             if best_state is not None:
                 final.load_state_dict(best_state)
+            else:
+                log.warning("no epoch completed: the package holds the last, unvalidated weights")
             final.eval()
             metrics: dict[str, dict[str, float] | None] = {}
             best_row = next((r for r in history.epochs if r["epoch"] == best_epoch), None)

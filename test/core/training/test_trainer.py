@@ -125,7 +125,8 @@ def test_synthcity_end_to_end_through_the_cli_function(tmp_path: Path) -> None:
             "data.val={seed_start: 900000, seed_count: 2}",
             "data.test={seed_start: 1000000, seed_count: 1}",
             f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-            "model.arch_config.width_mult=0.35", "train.epochs=1", "train.batch_size=2",
+            "model.architecture=mobile_unet", "model.arch_config={width_mult: 0.35}",
+            "train.epochs=1", "train.batch_size=2",
             "train.val_batch_size=2", "train.checkpoint_every_steps=0",
         ],
         command="cloudypoints train --config synthcity_default (tiny)",
@@ -152,3 +153,39 @@ def test_mlflow_tracking_logs_params_metrics_and_package(tmp_path: Path) -> None
     assert (run_dir / "params" / "optim.lr").read_text().strip() == "0.003"
     artifacts = {p.name for p in (run_dir / "artifacts").rglob("*")}
     assert {"model.onnx", "spec.yaml", "MODEL_CARD.md", "loss_curves.png"} <= artifacts
+
+
+def test_export_cli_function_writes_a_checked_package(full_run: Path, tmp_path: Path) -> None:
+    from cloudypoints_core.cli.export import run_export
+
+    ckpt = full_run / "checkpoints" / "last.pt"
+    assert run_export(ckpt, tmp_path / "best") == 0
+    assert run_export(ckpt, tmp_path / "last", which="last") == 0
+    best = load_model_package(tmp_path / "best")
+    assert best.spec == load_model_package(full_run / "package").spec
+    # "best" exports the best epoch's weights: the same as the run's own package.
+    a = torch.load(str(tmp_path / "best" / "model.pt"), weights_only=True)
+    b = torch.load(str(full_run / "package" / "model.pt"), weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    with pytest.raises(ModelError, match="does not exist"):
+        run_export(tmp_path / "missing.pt", tmp_path / "x")
+
+
+def test_cli_parsers_accept_the_documented_arguments() -> None:
+    import argparse
+
+    from cloudypoints_core.cli import export as export_cli
+    from cloudypoints_core.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    train_cli.register(sub)
+    export_cli.register(sub)
+    args = parser.parse_args(["train", "--config", "synthcity_default", "--out", "runs/x",
+                              "train.epochs=3", "optim.lr=0.001"])
+    assert args.overrides == ["train.epochs=3", "optim.lr=0.001"] and args.out == Path("runs/x")
+    args = parser.parse_args(["export", "--checkpoint", "c.pt", "--out", "pkg", "--which", "last"])
+    assert args.which == "last" and args.checkpoint == Path("c.pt")
+    with pytest.raises(ConfigError, match="--config"):
+        train_cli.run_train(None)

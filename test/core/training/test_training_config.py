@@ -19,7 +19,7 @@ def test_shipped_default_config_loads_and_round_trips() -> None:
     config = load_config(CONFIG_DIR / "synthcity_default.yaml")
     assert config.data.dataset == "synthcity"
     assert config.data.input_width % 32 == 0 and config.data.input_height % 32 == 0
-    assert config.model.architecture == "mobile_unet"
+    assert config.model.architecture in ("mobile_unet", "resnet_unet")
     # Held-out test seeds are never trained or validated on.
     assert config.data.train["seed_start"] + config.data.train["seed_count"] <= 1_000_000
     assert config.data.val["seed_start"] + config.data.val["seed_count"] <= 1_000_000
