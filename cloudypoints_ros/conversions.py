@@ -1,0 +1,197 @@
+"""sensor_msgs messages <-> core types: the only module of CloudyPoints that touches sensor_msgs.
+
+Decoding goes through the core's duck-typed readers (``cloudypoints_core.image``), so the node and
+the bag tools share one code path. Encoding fills ``msg.data`` through rclpy's fast path: the
+generated setters keep an ``array.array('B')`` as it is, but build one element by element from
+anything else (a list, a memoryview, a numpy array), which costs seconds for a large cloud.
+``benchmarks/bench_node.py`` measures the difference.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from cloudypoints_core.errors import EncodingError, InputError, IntrinsicsError
+from cloudypoints_core.geometry import Intrinsics
+from cloudypoints_core.image import (
+    ENCODINGS,
+    compressed_to_rgb,
+    image_msg_to_numpy,
+    image_msg_to_rgb,
+    numpy_to_image_fields,
+)
+from cloudypoints_core.pointcloud import PackedCloud, PointFieldSpec
+
+__all__ = [
+    "camera_info_msg",
+    "camera_info_to_intrinsics",
+    "classify_image_error",
+    "cloud_msg",
+    "depth_image_msg",
+    "image_msg",
+    "image_msg_to_depth",
+    "msg_to_rgb",
+    "packed_cloud_from_msg",
+    "stamp_to_ns",
+    "to_byte_array",
+]
+
+_NS_PER_S = 1_000_000_000
+
+
+def to_byte_array(data: npt.NDArray[Any] | bytes | bytearray | memoryview) -> array.array[int]:
+    """An ``array.array('B')`` copy of a contiguous buffer, made with one memcpy."""
+    if isinstance(data, array.array) and data.typecode == "B":
+        return data
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    out: array.array[int] = array.array("B")
+    out.frombytes(memoryview(data).cast("B"))
+    return out
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """Nanoseconds of a ``builtin_interfaces/Time``."""
+    return int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
+
+
+def copy_header(header: Header) -> Header:
+    """A new Header with the same stamp and frame (outputs must not share the input's object)."""
+    out = Header()
+    out.stamp.sec = header.stamp.sec
+    out.stamp.nanosec = header.stamp.nanosec
+    out.frame_id = header.frame_id
+    return out
+
+
+# ------------------------------------------------------------------------------ decoding
+def msg_to_rgb(msg: Image | CompressedImage) -> npt.NDArray[np.uint8]:
+    """(H, W, 3) uint8 RGB of a raw or compressed image message (core errors propagate)."""
+    if isinstance(msg, CompressedImage):
+        return compressed_to_rgb(msg)
+    return image_msg_to_rgb(msg)
+
+
+def image_msg_to_depth(msg: Image) -> npt.NDArray[np.float32]:
+    """Depth in metres from a 32FC1 (metres) or 16UC1/mono16 (millimetres, 0 = invalid) image;
+    invalid pixels NaN."""
+    arr = image_msg_to_numpy(msg)
+    if msg.encoding == "32FC1":
+        return np.asarray(arr, dtype=np.float32)
+    if msg.encoding in ("16UC1", "mono16"):
+        out = arr.astype(np.float32) * np.float32(1e-3)
+        out[arr == 0] = np.nan
+        return out
+    raise EncodingError(f"a depth image must be 32FC1 or 16UC1, got {msg.encoding!r}")
+
+
+def classify_image_error(msg: Image | CompressedImage, exc: Exception) -> str:
+    """A short reason for a frame the core refused to decode, for counters and throttled logs."""
+    if isinstance(msg, CompressedImage):
+        return "empty_image" if len(msg.data) == 0 else "bad_compressed_data"
+    if msg.height == 0 or msg.width == 0:
+        return "empty_image"
+    info = ENCODINGS.get(msg.encoding)
+    if info is None:
+        return "bad_encoding"
+    if msg.step < msg.width * info.pixel_bytes or len(msg.data) < msg.step * msg.height:
+        return "short_data"
+    return "bad_encoding" if isinstance(exc, EncodingError) else "bad_image"
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """Intrinsics of a CameraInfo (P for rectified images, else K and D).
+
+    Raises IntrinsicsError for zero or non-finite focal lengths and for a zero image size.
+    """
+    if msg.width == 0 or msg.height == 0:
+        raise IntrinsicsError(
+            f"CameraInfo has image size {msg.width}x{msg.height}; a calibrated size is required"
+        )
+    return Intrinsics.from_ros(
+        k=np.asarray(msg.k, dtype=np.float64),
+        width=int(msg.width),
+        height=int(msg.height),
+        d=np.asarray(msg.d, dtype=np.float64),
+        distortion_model=str(msg.distortion_model),
+        p=np.asarray(msg.p, dtype=np.float64),
+    )
+
+
+# ------------------------------------------------------------------------------ encoding
+def image_msg(array_: npt.NDArray[Any], encoding: str, header: Header) -> Image:
+    """An Image of ``array_`` (any encoding the core knows), data set through the fast path."""
+    fields = numpy_to_image_fields(array_, encoding)
+    msg = Image()
+    msg.header = header
+    msg.height = fields["height"]
+    msg.width = fields["width"]
+    msg.encoding = fields["encoding"]
+    msg.is_bigendian = int(fields["is_bigendian"])
+    msg.step = fields["step"]
+    msg.data = to_byte_array(fields["data"])
+    return msg
+
+
+def depth_image_msg(depth_m: npt.NDArray[np.float32], header: Header) -> Image:
+    """A 32FC1 depth image in metres (REP 118: NaN where invalid)."""
+    if depth_m.dtype != np.float32:
+        raise InputError(f"depth must be float32 metres, got dtype {depth_m.dtype}")
+    return image_msg(depth_m, "32FC1", header)
+
+
+def camera_info_msg(intr: Intrinsics, header: Header) -> CameraInfo:
+    """CameraInfo for ``intr``: K, D, R = identity, P = [K | 0]."""
+    msg = CameraInfo()
+    msg.header = header
+    msg.width = intr.width
+    msg.height = intr.height
+    msg.distortion_model = intr.distortion_model or "plumb_bob"
+    msg.d = [float(c) for c in intr.d_vector()]
+    msg.k = intr.k_matrix().reshape(-1)
+    msg.r = np.eye(3).reshape(-1)
+    msg.p = intr.p_matrix().reshape(-1)
+    return msg
+
+
+def cloud_msg(packed: PackedCloud, header: Header) -> PointCloud2:
+    """A PointCloud2 from the core's packed layout (one memcpy of the point buffer)."""
+    msg = PointCloud2()
+    msg.header = header
+    msg.height = packed.height
+    msg.width = packed.width
+    msg.fields = [
+        PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+        for f in packed.fields
+    ]
+    msg.is_bigendian = bool(packed.is_bigendian)
+    msg.point_step = packed.point_step
+    msg.row_step = packed.row_step
+    msg.is_dense = bool(packed.is_dense)
+    msg.data = to_byte_array(packed.data)
+    return msg
+
+
+def packed_cloud_from_msg(msg: Any) -> PackedCloud:
+    """The core's view of a PointCloud2 (rclpy or rosbags), zero-copy over ``msg.data``."""
+    data = msg.data
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    return PackedCloud(
+        fields=tuple(
+            PointFieldSpec(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+            for f in msg.fields
+        ),
+        data=buf.reshape(-1).view(np.uint8),
+        height=int(msg.height),
+        width=int(msg.width),
+        point_step=int(msg.point_step),
+        row_step=int(msg.row_step),
+        is_dense=bool(msg.is_dense),
+        is_bigendian=bool(msg.is_bigendian),
+    )

@@ -1,0 +1,642 @@
+"""The ``cloudypoints_depth`` node: camera images in, metric depth, CameraInfo and clouds out.
+
+Data flow: image callback -> one-slot mailbox (newest wins) -> inference thread: message ->
+numpy (``conversions``) -> ``DepthEstimator.predict`` -> hand-over -> publish thread: depth
+image, CameraInfo, PointCloud2 and an optional colour map -> publishers. The callbacks only hand
+messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while the
+network runs; a burst of frames costs one pending frame of memory, never a queue; and the cloud
+of frame k is assembled while frame k + 1 is inferred (at most two frames in flight).
+
+Topics (relative, so namespaces and remappings apply): ``image`` (or ``image/compressed`` with
+``input_transport: compressed``), ``camera_info`` in; ``depth/image``, ``depth/camera_info``,
+``points``, ``depth/colormap`` out; ``/diagnostics``. Parameters are listed in :data:`PARAMETERS`
+and documented in ``config/depth.yaml``. Model, backend, device and the input set-up are read at
+start-up only: a model is megabytes of weights and maybe a TensorRT engine build, and swapping it
+under a running pipeline would stall or mix frames, so changing them at run time is refused with
+the reason; restart the node (``ros2 launch cloudypoints_ros depth.launch.py model:=...``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+import rclpy.exceptions
+import rclpy.logging
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from cloudypoints_core.errors import CloudyPointsError, ConfigError
+from cloudypoints_core.geometry import Intrinsics, resize_image
+from cloudypoints_core.image import colorize_depth
+from cloudypoints_core.pointcloud import backproject_packed
+from cloudypoints_ros import NODE_NAME
+from cloudypoints_ros import conversions as conv
+from cloudypoints_ros.conversions import CameraInfo, CompressedImage, Image, PointCloud2
+from cloudypoints_ros.mailbox import Handoff, LatestSlot, StampCache
+from cloudypoints_ros.qos import CAMERA_INFO_QUEUE_DEPTH, input_qos, output_qos
+from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+OUTPUT_RESOLUTIONS = ("input", "model")
+INPUT_TRANSPORTS = ("raw", "compressed")
+#: A stamp further than this from the node's clock is from another clock (e.g. a bag played
+#: without re-stamping): its latency is not a latency and is left out of the percentiles.
+_PLAUSIBLE_LATENCY_S = 3600.0
+#: Seconds between two reports of the same problem in the log.
+_LOG_THROTTLE_S = 5.0
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default, description, and the range or choices that validate it."""
+
+    name: str
+    default: Any
+    description: str
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    #: Read once at start-up; a change at run time is refused (see the module docstring).
+    startup_only: bool = False
+
+    def descriptor(self) -> ParameterDescriptor:
+        desc = ParameterDescriptor(description=self.description)
+        if self.int_range is not None:
+            desc.integer_range = [
+                IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)
+            ]
+        if self.float_range is not None:
+            desc.floating_point_range = [
+                FloatingPointRange(
+                    from_value=self.float_range[0], to_value=self.float_range[1], step=0.0
+                )
+            ]
+        notes = []
+        if self.choices is not None:
+            notes.append("one of: " + ", ".join(self.choices))
+        if self.startup_only:
+            notes.append("read at start-up only; restart the node to change it")
+        desc.additional_constraints = "; ".join(notes)
+        return desc
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_path", "", "Model package folder, its spec.yaml or an .onnx file with the "
+              "spec in its metadata; empty = the bundled default model", startup_only=True),
+    ParamSpec("backend", "auto", "Inference backend; auto picks TensorRT on a CUDA device when "
+              "installed, else ONNX Runtime, else PyTorch", choices=BACKENDS, startup_only=True),
+    ParamSpec("device", "cpu", "Device: cpu, cuda or cuda:N (auto falls back to cpu with a "
+              "warning when CUDA is absent)", startup_only=True),
+    ParamSpec("num_threads", 0, "CPU threads of the backend (0 = the library's default)",
+              int_range=(0, 256), startup_only=True),
+    ParamSpec("output_resolution", "input", "Depth image size: 'input' (the camera image's) or "
+              "'model' (the network's, cheaper to publish)", choices=OUTPUT_RESOLUTIONS),
+    ParamSpec("input_transport", "raw", "'raw' subscribes to sensor_msgs/Image on 'image', "
+              "'compressed' to sensor_msgs/CompressedImage on 'image/compressed'",
+              choices=INPUT_TRANSPORTS, startup_only=True),
+    ParamSpec("reliable_input", False, "Subscribe with reliable QoS instead of the sensor-data "
+              "profile (best effort, keep last)", startup_only=True),
+    ParamSpec("camera_info_wait_s", 0.05, "How long the worker waits for the CameraInfo with "
+              "the image's stamp before using the latest one", float_range=(0.0, 1.0)),
+    ParamSpec("cloud.stride", 1, "Keep every stride-th row and column in the point cloud",
+              int_range=(1, 64)),
+    ParamSpec("cloud.min_range_m", 0.0, "Drop points nearer than this depth (z, metres)",
+              float_range=(0.0, 10000.0)),
+    ParamSpec("cloud.max_range_m", 80.0, "Drop points farther than this depth (z, metres)",
+              float_range=(0.0, 10000.0)),
+    ParamSpec("cloud.color", True, "Add the packed 'rgb' field from the camera image"),
+    ParamSpec("cloud.organized", False, "Organised cloud (height x width of the strided image, "
+              "NaN points where invalid) instead of valid points only"),
+    ParamSpec("publish_colormap", True, "Publish depth/colormap (rgb8) for quick viewing"),
+    ParamSpec("fallback.fx", 0.0, "Focal length x (px at the image's resolution) used when no "
+              "CameraInfo arrives within fallback.timeout_s; 0 disables the fallback",
+              float_range=(0.0, 1.0e6)),
+    ParamSpec("fallback.fy", 0.0, "Focal length y (px); 0 = same as fallback.fx",
+              float_range=(0.0, 1.0e6)),
+    ParamSpec("fallback.cx", -1.0, "Principal point x (px); -1 = the image centre (W - 1) / 2",
+              float_range=(-1.0, 1.0e6)),
+    ParamSpec("fallback.cy", -1.0, "Principal point y (px); -1 = the image centre (H - 1) / 2",
+              float_range=(-1.0, 1.0e6)),
+    ParamSpec("fallback.timeout_s", 2.0, "Seconds after start-up without any CameraInfo before "
+              "the fallback intrinsics are used", float_range=(0.0, 3600.0)),
+    ParamSpec("stats_period_s", 5.0, "Seconds between health reports (log and /diagnostics)",
+              float_range=(0.1, 3600.0), startup_only=True),
+)
+_SPECS = {p.name: p for p in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class FrameOptions:
+    """The run-time options one frame is processed with (a consistent snapshot)."""
+
+    output_resolution: str
+    camera_info_wait_s: float
+    stride: int
+    min_range_m: float
+    max_range_m: float
+    color: bool
+    organized: bool
+    publish_colormap: bool
+    fallback: tuple[float, float, float, float]
+    fallback_timeout_s: float
+
+
+@dataclass(frozen=True)
+class _Job:
+    msg: Image | CompressedImage
+    received_s: float  # time.monotonic() at receipt
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    """A frame between the two worker stages: inference done, messages not yet published."""
+
+    job: _Job
+    rgb: Any  # (H, W, 3) uint8, the decoded input
+    intrinsics: Intrinsics  # of the input image
+    result: Any  # DepthResult
+    opts: FrameOptions
+    stamp_ns: int
+
+
+class _Rejected(Exception):
+    """A frame the node drops, with the reason it is counted under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class DepthNode(Node):
+    """The depth node (see the module docstring).
+
+    ``estimator`` replaces the model named by the parameters (tests wrap one to slow it down);
+    other keyword arguments go to :class:`rclpy.node.Node` (``namespace``, ``context``,
+    ``parameter_overrides``, ...). Raises ConfigError/ModelError/BackendError (after cleaning up)
+    when the parameters or the model are unusable.
+    """
+
+    def __init__(self, *, estimator: Any | None = None, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._workers: list[threading.Thread] = []
+        self._estimator: Any | None = None
+        try:
+            self._setup(estimator)
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    # ------------------------------------------------------------------------------ set-up
+    def _setup(self, estimator: Any | None) -> None:
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        startup = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+        problems = [
+            f"{name}={startup[name]!r} (expected one of {_SPECS[name].choices})"
+            for name in ("backend", "output_resolution", "input_transport")
+            if startup[name] not in (_SPECS[name].choices or ())
+        ]
+        if startup["cloud.min_range_m"] > startup["cloud.max_range_m"]:
+            problems.append("cloud.min_range_m must not exceed cloud.max_range_m")
+        if problems:
+            raise ConfigError(f"{self.get_name()}: invalid parameters: " + "; ".join(problems))
+        self._stats = NodeStats()
+        self._throttle = ReasonThrottle(_LOG_THROTTLE_S)
+        self._mailbox: LatestSlot[_Job] = LatestSlot()
+        self._handoff: Handoff[_Inferred] = Handoff()
+        self._infos: StampCache[CameraInfo] = StampCache()
+        self._started_s = time.monotonic()
+        self._stamps_match = True
+        self._closing = False
+        self._idle_logged = False
+
+        # An injected estimator stays its owner's to close.
+        self._owns_estimator = estimator is None
+        if estimator is None:
+            estimator = self._load_estimator(startup)
+        self._estimator = estimator
+        self._model_name = str(getattr(getattr(estimator, "spec", None), "name", "?"))
+
+        out = output_qos()
+        self._pub_depth = self.create_publisher(Image, "depth/image", out)
+        self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out)
+        self._pub_points = self.create_publisher(PointCloud2, "points", out)
+        self._pub_colormap = self.create_publisher(Image, "depth/colormap", out)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
+
+        reliable = bool(startup["reliable_input"])
+        if startup["input_transport"] == "compressed":
+            self._image_sub = self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
+            )
+        else:
+            self._image_sub = self.create_subscription(
+                Image, "image", self._on_image, input_qos(reliable)
+            )
+        self._info_sub = self.create_subscription(
+            CameraInfo,
+            "camera_info",
+            self._on_camera_info,
+            input_qos(reliable, depth=CAMERA_INFO_QUEUE_DEPTH),
+        )
+        self._stats_timer = self.create_timer(float(startup["stats_period_s"]), self._report)
+        # Registered last: declaring parameters also runs these callbacks.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        # Two stages: inference of frame k + 1 overlaps the cloud assembly and publishing of
+        # frame k (numpy and the inference runtimes release the GIL).
+        self._workers = [
+            threading.Thread(target=self._infer_loop, name=f"{NODE_NAME}_infer", daemon=True),
+            threading.Thread(target=self._publish_loop, name=f"{NODE_NAME}_publish", daemon=True),
+        ]
+        for worker in self._workers:
+            worker.start()
+        self.get_logger().info(
+            f"model '{self._model_name}' on backend {self._backend_name()} ({self._device()}); "
+            f"subscribed to {self._image_sub.topic_name} "
+            f"({'reliable' if reliable else 'best effort'}) and {self._info_sub.topic_name}; "
+            f"depth on {self._pub_depth.topic_name}, cloud on {self._pub_points.topic_name}"
+        )
+
+    def _load_estimator(self, startup: dict[str, Any]) -> Any:
+        from cloudypoints_core.inference.facade import DepthEstimator
+
+        options: dict[str, Any] = {}
+        if int(startup["num_threads"]) > 0:
+            options["num_threads"] = int(startup["num_threads"])
+        path = str(startup["model_path"]) or None
+        self.get_logger().info(
+            f"loading model {path or '(bundled default)'} with backend {startup['backend']} "
+            f"on {startup['device']}"
+        )
+        return DepthEstimator.from_package(
+            path, backend=str(startup["backend"]), device=str(startup["device"]), **options
+        )
+
+    def _backend_name(self) -> str:
+        return str(getattr(self._estimator, "backend_name", "?"))
+
+    def _device(self) -> str:
+        return str(getattr(self._estimator, "device", "?"))
+
+    @property
+    def stats(self) -> NodeStats:
+        return self._stats
+
+    # ------------------------------------------------------------------------------ callbacks
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._stats.frame_in()
+        if self._mailbox.put(_Job(msg, time.monotonic())) is not None:
+            self._stats.frames_dropped()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._infos.add(conv.stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_set_parameters(self, params: Sequence[Parameter]) -> SetParametersResult:
+        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
+        for param in params:
+            spec = _SPECS.get(param.name)
+            if spec is None:
+                continue
+            if spec.startup_only and param.value != values[param.name]:
+                return SetParametersResult(
+                    successful=False,
+                    reason=(
+                        f"{param.name} is read at start-up only (the node would have to reload "
+                        "the model or re-create its subscriptions while frames are in flight); "
+                        "restart the node with the new value, e.g. ros2 launch cloudypoints_ros "
+                        "depth.launch.py model:=... backend:=..."
+                    ),
+                )
+            if spec.choices is not None and param.value not in spec.choices:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{param.name} must be one of {spec.choices}, got {param.value!r}",
+                )
+            values[param.name] = param.value
+        if values["cloud.min_range_m"] > values["cloud.max_range_m"]:
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    f"cloud.min_range_m ({values['cloud.min_range_m']}) must not exceed "
+                    f"cloud.max_range_m ({values['cloud.max_range_m']})"
+                ),
+            )
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------------------ worker
+    def _frame_options(self) -> FrameOptions:
+        v = {p.name: p.value for p in self.get_parameters([s.name for s in PARAMETERS])}
+        return FrameOptions(
+            output_resolution=str(v["output_resolution"]),
+            camera_info_wait_s=float(v["camera_info_wait_s"]),
+            stride=int(v["cloud.stride"]),
+            min_range_m=float(v["cloud.min_range_m"]),
+            max_range_m=float(v["cloud.max_range_m"]),
+            color=bool(v["cloud.color"]),
+            organized=bool(v["cloud.organized"]),
+            publish_colormap=bool(v["publish_colormap"]),
+            fallback=(
+                float(v["fallback.fx"]),
+                float(v["fallback.fy"]),
+                float(v["fallback.cx"]),
+                float(v["fallback.cy"]),
+            ),
+            fallback_timeout_s=float(v["fallback.timeout_s"]),
+        )
+
+    def _infer_loop(self) -> None:
+        while not self._mailbox.closed:
+            job = self._mailbox.get(timeout=0.5)
+            if job is None:
+                continue
+            t0 = time.perf_counter()
+            item = self._guarded(self._infer, job)
+            if item is not None:
+                self._stats.stage("infer", time.perf_counter() - t0)
+            while item is not None and not self._closing:
+                if self._handoff.put(item, timeout=0.5):
+                    break
+
+    def _publish_loop(self) -> None:
+        while not self._closing:
+            item = self._handoff.get(timeout=0.5)
+            if item is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                self._guarded(self._publish, item)
+            finally:
+                self._handoff.done()
+            self._stats.stage("publish", time.perf_counter() - t0)
+
+    def _guarded(self, stage: Any, arg: Any) -> Any:
+        """Run one stage for one frame; a failure drops the frame (counted), never the node."""
+        try:
+            return stage(arg)
+        except _Rejected as exc:
+            self._reject(exc.reason, str(exc))
+        except Exception as exc:  # the node must outlive any bad frame; counted and logged
+            if not self._closing:
+                self._reject(
+                    "internal_error",
+                    f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}",
+                    error=True,
+                )
+        return None
+
+    def _reject(self, reason: str, detail: str, *, error: bool = False) -> None:
+        self._stats.error(reason)
+        due, suppressed = self._throttle.should_log(reason)
+        if due:
+            more = f" [{suppressed} more since the last report]" if suppressed else ""
+            text = f"dropped a frame ({reason}): {detail}{more}"
+            if error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
+
+    def _degraded(self, reason: str, detail: str) -> None:
+        self._stats.warning(reason)
+        due, suppressed = self._throttle.should_log(reason)
+        if due:
+            more = f" [{suppressed} more since the last report]" if suppressed else ""
+            self.get_logger().warning(f"{detail}{more}")
+
+    def _intrinsics_for(
+        self, stamp_ns: int, width: int, height: int, opts: FrameOptions
+    ) -> Intrinsics:
+        wait = opts.camera_info_wait_s if self._stamps_match else 0.0
+        info = self._infos.lookup(stamp_ns, wait)
+        if info is not None:
+            self._stamps_match = True
+        else:
+            latest = self._infos.latest()
+            if latest is not None:
+                # After one miss, stop waiting on every frame: a driver whose stamps never match
+                # would otherwise cost camera_info_wait_s per frame.
+                self._stamps_match = False
+                self._degraded(
+                    "camera_info_stamp_mismatch",
+                    f"no CameraInfo with the image's stamp {stamp_ns} ns; using the latest "
+                    f"(stamp {latest[0]} ns)",
+                )
+                info = latest[1]
+        if info is None:
+            return self._fallback_intrinsics(width, height, opts)
+        try:
+            intr = conv.camera_info_to_intrinsics(info)
+        except CloudyPointsError as exc:
+            raise _Rejected("bad_camera_info", str(exc)) from exc
+        if (intr.width, intr.height) != (width, height):
+            raise _Rejected(
+                "camera_info_size_mismatch",
+                f"CameraInfo is for {intr.width}x{intr.height} but the image is "
+                f"{width}x{height}",
+            )
+        return intr
+
+    def _fallback_intrinsics(self, width: int, height: int, opts: FrameOptions) -> Intrinsics:
+        fx, fy, cx, cy = opts.fallback
+        waited = time.monotonic() - self._started_s
+        if fx <= 0 or waited < opts.fallback_timeout_s:
+            hint = (
+                f" (fallback intrinsics in {opts.fallback_timeout_s - waited:.1f} s)"
+                if fx > 0
+                else "; set fallback.fx (and fy, cx, cy) to run without one"
+            )
+            raise _Rejected(
+                "no_camera_info", f"no CameraInfo received on {self._info_sub.topic_name}{hint}"
+            )
+        intr = Intrinsics(
+            fx_px=fx,
+            fy_px=fy if fy > 0 else fx,
+            cx_px=cx if cx >= 0 else (width - 1) / 2.0,
+            cy_px=cy if cy >= 0 else (height - 1) / 2.0,
+            width=width,
+            height=height,
+        )
+        self._degraded(
+            "camera_info_fallback",
+            f"no CameraInfo on {self._info_sub.topic_name}; using the fallback intrinsics "
+            f"fx={intr.fx_px:.1f} fy={intr.fy_px:.1f} cx={intr.cx_px:.1f} cy={intr.cy_px:.1f}",
+        )
+        return intr
+
+    def _infer(self, job: _Job) -> _Inferred:
+        msg = job.msg
+        try:
+            rgb = conv.msg_to_rgb(msg)
+        except CloudyPointsError as exc:
+            raise _Rejected(conv.classify_image_error(msg, exc), str(exc)) from exc
+        height, width = rgb.shape[:2]
+        opts = self._frame_options()
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        intr = self._intrinsics_for(stamp_ns, width, height, opts)
+        try:
+            result = self._estimator.predict(rgb, intr, output_resolution=opts.output_resolution)
+        except CloudyPointsError as exc:
+            raise _Rejected("inference_error", str(exc)) from exc
+        return _Inferred(job, rgb, intr, result, opts, stamp_ns)
+
+    def _publish(self, item: _Inferred) -> None:
+        header = item.job.msg.header
+        opts = item.opts
+        depth, d_intr = item.result.depth_m, item.result.intrinsics
+        try:
+            self._pub_depth.publish(conv.depth_image_msg(depth, conv.copy_header(header)))
+            self._pub_info.publish(conv.camera_info_msg(d_intr, conv.copy_header(header)))
+            # Clouds and colour maps cost milliseconds per frame: built only for a listener.
+            if self._pub_points.get_subscription_count() > 0:
+                colour = None
+                if opts.color:
+                    colour = item.rgb
+                    if depth.shape != colour.shape[:2]:
+                        colour, _ = resize_image(
+                            item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
+                        )
+                packed = backproject_packed(
+                    depth,
+                    d_intr,
+                    colour,
+                    stride=opts.stride,
+                    min_range_m=opts.min_range_m,
+                    max_range_m=opts.max_range_m,
+                    organised=opts.organized,
+                )
+                self._pub_points.publish(conv.cloud_msg(packed, conv.copy_header(header)))
+            if opts.publish_colormap and self._pub_colormap.get_subscription_count() > 0:
+                spec = getattr(self._estimator, "spec", None)
+                lo = float(getattr(spec, "min_depth_m", 0.0))
+                hi = min(float(getattr(spec, "max_depth_m", 80.0)), opts.max_range_m)
+                colours = colorize_depth(depth, lo, hi if hi > lo else lo + 1.0)
+                self._pub_colormap.publish(
+                    conv.image_msg(colours, "rgb8", conv.copy_header(header))
+                )
+        except CloudyPointsError as exc:
+            raise _Rejected("output_error", str(exc)) from exc
+        now_ns = self.get_clock().now().nanoseconds
+        latency_s: float | None = (now_ns - item.stamp_ns) / 1e9
+        if not 0.0 <= latency_s <= _PLAUSIBLE_LATENCY_S:
+            latency_s = None
+        self._stats.frame_out(latency_s, time.monotonic() - item.job.received_s)
+
+    # ------------------------------------------------------------------------------ health
+    def _report(self) -> None:
+        snap = self._stats.snapshot()
+        if snap.period_frames_in > 0 or snap.period_errors > 0:
+            self._idle_logged = False
+            self.get_logger().info(snap.summary())
+        elif not self._idle_logged:
+            # Once per idle spell, so a node waiting for a camera does not flood the log.
+            self._idle_logged = True
+            done = f" ({snap.summary()})" if snap.frames_in else ""
+            self.get_logger().info(f"waiting for images on {self._image_sub.topic_name}{done}")
+        self._pub_diag.publish(self.diagnostics(snap))
+
+    def diagnostics(self, snap: StatsSnapshot) -> DiagnosticArray:
+        """The DiagnosticArray for ``snap`` (one status named after the node)."""
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name()}: depth estimation"
+        status.hardware_id = f"{self._backend_name()}/{self._device()}"
+        if snap.frames_in == 0:
+            status.level = DiagnosticStatus.OK
+            status.message = f"waiting for images on {self._image_sub.topic_name}"
+        elif snap.period_errors > 0:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"{snap.period_errors} frames rejected in the last period"
+        elif snap.period_frames_in > 0 and snap.period_frames_out == 0:
+            status.level = DiagnosticStatus.WARN
+            status.message = "images arrive but no depth was published in the last period"
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = f"publishing depth at {snap.output_rate_hz:.1f} Hz"
+        values: list[tuple[str, object]] = [
+            ("model", self._model_name),
+            ("backend", self._backend_name()),
+            ("device", self._device()),
+            ("frames_in", snap.frames_in),
+            ("frames_out", snap.frames_out),
+            ("dropped", snap.dropped),
+            ("errors", snap.errors_total),
+            ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
+            ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
+        ]
+        timings = [("latency", snap.latency_ms), ("processing", snap.processing_ms)]
+        timings += [(f"stage_{k}", v) for k, v in sorted(snap.stages_ms.items())]
+        for key, pcts in timings:
+            for name, value in pcts.items():
+                values.append((f"{key}_{name}_ms", "nan" if math.isnan(value) else f"{value:.1f}"))
+        values += [(f"error.{k}", v) for k, v in sorted(snap.errors.items())]
+        values += [(f"warning.{k}", v) for k, v in sorted(snap.warnings.items())]
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        return array
+
+    # ------------------------------------------------------------------------------ teardown
+    def destroy_node(self) -> None:
+        """Stop the workers (each finishes its frame), release the model, destroy the node."""
+        self._closing = True
+        for box in (getattr(self, "_mailbox", None), getattr(self, "_handoff", None)):
+            if box is not None:
+                box.close()
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=30.0)
+        self._workers = []
+        estimator, self._estimator = self._estimator, None
+        if estimator is not None and getattr(self, "_owns_estimator", False):
+            estimator.close()
+        super().destroy_node()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the node until Ctrl-C; 0 on a clean stop, 1 when it cannot start (bad model/params),
+    2 on malformed ROS arguments."""
+    try:
+        rclpy.init(args=list(args) if args is not None else None)
+    except RuntimeError as exc:  # rclpy's RCLError: e.g. "-p name:=" without a value
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"bad ROS arguments: {exc}")
+        return 2
+    node: DepthNode | None = None
+    try:
+        try:
+            node = DepthNode()
+        except (CloudyPointsError, rclpy.exceptions.ParameterException) as exc:
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown()
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Launch the CloudyPoints depth node (and optionally RViz2) on a camera's image and CameraInfo.
+
+    ros2 launch cloudypoints_ros depth.launch.py image_topic:=/camera/image_raw \
+        camera_info_topic:=/camera/camera_info use_rviz:=true
+
+Arguments: ``model`` (model package path; empty keeps the params file's value, whose default is
+the bundled model), ``backend`` and ``device`` (empty keeps the params file's value),
+``image_topic``, ``camera_info_topic``, ``namespace``, ``params_file`` (default: the package's
+config/depth.yaml) and ``use_rviz``. With ``input_transport: compressed`` in the params file the
+node reads ``<image_topic>/compressed``.
+
+Only launch APIs that have been stable since ROS 2 Foxy are used (DeclareLaunchArgument,
+LaunchConfiguration, OpaqueFunction, IfCondition, launch_ros.actions.Node), so the file runs
+unchanged on Humble, Jazzy and Kilted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "cloudypoints_ros"
+
+
+def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - launch's signature
+    # Evaluated at launch time so that empty arguments leave the params file's values alone
+    # (a parameter set to "" would override them).
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = {
+        param: arg(name)
+        for name, param in (("model", "model_path"), ("backend", "backend"), ("device", "device"))
+        if arg(name)
+    }
+    parameters: list = [arg("params_file")]
+    if overrides:
+        parameters.append(overrides)
+    image_topic = arg("image_topic")
+    return [
+        Node(
+            package=PACKAGE,
+            executable="depth_node",
+            name="cloudypoints_depth",
+            namespace=arg("namespace"),
+            parameters=parameters,
+            remappings=[
+                ("image", image_topic),
+                ("image/compressed", image_topic.rstrip("/") + "/compressed"),
+                ("camera_info", arg("camera_info_topic")),
+            ],
+            output="screen",
+        ),
+        Node(
+            package="rviz2",
+            executable="rviz2",
+            name="cloudypoints_rviz",
+            namespace=arg("namespace"),
+            arguments=["-d", os.path.join(get_package_share_directory(PACKAGE), "config",
+                                          "cloudypoints.rviz")],
+            # The RViz config names its topics relative to the namespace; "image" is the camera.
+            remappings=[("image", image_topic)],
+            condition=IfCondition(arg("use_rviz")),
+            output="screen",
+        ),
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "depth.yaml")
+    arguments = [
+        DeclareLaunchArgument("model", default_value="",
+                              description="Model package folder or .onnx file; empty: the "
+                              "params file's model_path (default: the bundled model)"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="auto, tensorrt, onnxruntime or torch; empty: the "
+                              "params file's value"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="cpu, cuda or cuda:N; empty: the params file's value"),
+        DeclareLaunchArgument("image_topic", default_value="/camera/image",
+                              description="Camera image topic (sensor_msgs/Image)"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
+                              description="CameraInfo topic of that camera"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="Namespace of the node (and its output topics)"),
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="Parameters file of the node"),
+        DeclareLaunchArgument("use_rviz", default_value="false",
+                              description="Start RViz2 with config/cloudypoints.rviz"),
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_depth_node)])

@@ -1,0 +1,116 @@
+"""Message <-> core conversions of the node: fast-path data, layouts, round trips (no DDS)."""
+
+from __future__ import annotations
+
+import array
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sensor_msgs", reason="needs the ROS message packages")
+
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from cloudypoints_core.errors import EncodingError, InputError, IntrinsicsError  # noqa: E402
+from cloudypoints_core.geometry import Intrinsics  # noqa: E402
+from cloudypoints_core.pointcloud import pack_points, unpack_points  # noqa: E402
+from cloudypoints_ros import conversions as conv  # noqa: E402
+
+
+def _header(stamp_ns: int = 1_700_000_000_123_456_789) -> Header:
+    h = Header()
+    h.stamp.sec, h.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    h.frame_id = "camera_optical_frame"
+    return h
+
+
+def test_to_byte_array_is_one_copy_of_the_bytes() -> None:
+    depth = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = conv.to_byte_array(depth)
+    assert isinstance(out, array.array) and out.typecode == "B"
+    assert bytes(out) == depth.tobytes()
+    assert conv.to_byte_array(depth[:, ::2]).tobytes() == np.ascontiguousarray(
+        depth[:, ::2]).tobytes()
+    same = array.array("B", b"abc")
+    assert conv.to_byte_array(same) is same
+
+
+def test_depth_image_message_uses_the_fast_path_and_round_trips() -> None:
+    depth = np.array([[1.5, np.nan, 3.0], [4.0, 5.25, np.nan]], dtype=np.float32)
+    msg = conv.depth_image_msg(depth, _header())
+    assert isinstance(msg.data, array.array)  # stored as is, never rebuilt element by element
+    assert (msg.height, msg.width, msg.encoding, msg.step) == (2, 3, "32FC1", 12)
+    assert msg.header.frame_id == "camera_optical_frame"
+    np.testing.assert_array_equal(conv.image_msg_to_depth(msg), depth)
+    with pytest.raises(InputError, match="float32"):
+        conv.depth_image_msg(depth.astype(np.float64), _header())
+
+
+def test_millimetre_depth_images_become_metres_with_nan_for_zero() -> None:
+    mm = np.array([[0, 1500], [65535, 20]], dtype=np.uint16)
+    msg = Image(height=2, width=2, encoding="16UC1", step=4, is_bigendian=0, data=mm.tobytes())
+    np.testing.assert_allclose(conv.image_msg_to_depth(msg),
+                               [[np.nan, 1.5], [65.535, 0.02]], rtol=1e-6)
+    with pytest.raises(EncodingError):
+        conv.image_msg_to_depth(Image(height=1, width=1, encoding="rgb8", step=3, data=b"abc"))
+
+
+def test_camera_info_round_trip_and_refusals() -> None:
+    intr = Intrinsics(500.0, 510.0, 320.5, 240.25, 640, 480)
+    msg = conv.camera_info_msg(intr, _header())
+    assert list(msg.p) == [500.0, 0.0, 320.5, 0.0, 0.0, 510.0, 240.25, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert conv.camera_info_to_intrinsics(msg) == intr
+    for k0 in (0.0, math.nan, math.inf):
+        bad = conv.camera_info_msg(intr, _header())
+        k = list(bad.k)
+        k[0] = k0
+        bad.k, bad.p = k, [0.0] * 12
+        with pytest.raises(IntrinsicsError):
+            conv.camera_info_to_intrinsics(bad)
+    empty = CameraInfo()
+    with pytest.raises(IntrinsicsError, match="size"):
+        conv.camera_info_to_intrinsics(empty)
+
+
+def test_cloud_message_carries_the_packed_layout_and_reads_back() -> None:
+    rng = np.random.default_rng(1)
+    xyz = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    xyz[1, 2] = np.nan
+    rgb = rng.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
+    packed = pack_points(xyz, rgb)
+    msg = conv.cloud_msg(packed, _header())
+    assert isinstance(msg.data, array.array) and len(msg.data) == 4 * 5 * 16
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (4, 5, 16, 80)
+    assert [(f.name, f.offset) for f in msg.fields] == [("x", 0), ("y", 4), ("z", 8), ("rgb", 12)]
+    assert not msg.is_dense
+    back_xyz, back_rgb = unpack_points(conv.packed_cloud_from_msg(msg))
+    np.testing.assert_array_equal(back_xyz, xyz)
+    np.testing.assert_array_equal(back_rgb[~np.isnan(xyz).any(-1)], rgb[~np.isnan(xyz).any(-1)])
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: Image(height=0, width=0, encoding="rgb8", step=0), "empty_image"),
+        (lambda: Image(height=2, width=2, encoding="nv12", step=6, data=b"x" * 12),
+         "bad_encoding"),
+        (lambda: Image(height=2, width=2, encoding="rgb8", step=6, data=b"x" * 11), "short_data"),
+        (lambda: Image(height=2, width=2, encoding="rgb8", step=5, data=b"x" * 12), "short_data"),
+        (lambda: CompressedImage(format="jpeg", data=b""), "empty_image"),
+        (lambda: CompressedImage(format="jpeg", data=b"\xff\xd8junk"), "bad_compressed_data"),
+    ],
+)
+def test_bad_images_are_refused_and_classified(make: object, reason: str) -> None:
+    msg = make()  # type: ignore[operator]
+    with pytest.raises(InputError) as info:
+        conv.msg_to_rgb(msg)
+    assert conv.classify_image_error(msg, info.value) == reason
+
+
+def test_header_copy_is_a_new_object_with_the_same_stamp_and_frame() -> None:
+    h = _header()
+    c = conv.copy_header(h)
+    assert c is not h and c == h
+    assert conv.stamp_to_ns(c.stamp) == 1_700_000_000_123_456_789
