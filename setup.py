@@ -23,12 +23,24 @@ def _data_files() -> list[tuple[str, list[str]]]:
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["cloudypoints_ros", "cloudypoints_ros.*", "cloudypoints_core",
-                                    "cloudypoints_core.*"]),
+    packages=find_packages(
+        include=[
+            "cloudypoints_ros",
+            "cloudypoints_ros.*",
+            "cloudypoints_core",
+            "cloudypoints_core.*",
+        ]
+    ),
     data_files=_data_files(),
     # The bundled default model package ships inside the core so every install finds it.
-    package_data={"cloudypoints_core": ["assets/default_model/*", "configs/*.yaml",
-                                        "data/splits/*.txt", "data/splits/*.md"]},
+    package_data={
+        "cloudypoints_core": [
+            "assets/default_model/*",
+            "configs/*.yaml",
+            "data/splits/*.txt",
+            "data/splits/*.md",
+        ]
+    },
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[

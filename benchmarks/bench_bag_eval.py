@@ -44,8 +44,14 @@ def model_package(root: Path) -> tuple[Path | None, str]:
     from cloudypoints_core.inference.spec import ModelSpec
     from cloudypoints_core.models import create_model
 
-    spec = ModelSpec(name=f"{FALLBACK_ARCH}_random", architecture=FALLBACK_ARCH, arch_config={},
-                     input_width=512, input_height=256, train_fx_px=0.56 * 512)
+    spec = ModelSpec(
+        name=f"{FALLBACK_ARCH}_random",
+        architecture=FALLBACK_ARCH,
+        arch_config={},
+        input_width=512,
+        input_height=256,
+        train_fx_px=0.56 * 512,
+    )
     torch.manual_seed(0)
     network = create_model(spec.architecture, **dict(spec.arch_config)).eval()
     out = root / "model"
@@ -100,32 +106,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         package, what = model_package(root)
-        est = DepthEstimator.from_package(package, backend="onnxruntime",
-                                          num_threads=args.threads)
-        print(f"model: {what}, backend {est.backend_name}, {args.threads} threads; "
-              f"bag: SynthCity {args.frames} frames {args.width}x{args.height}, mcap")
-        print(f"{'images':8s} {'alone f/s':>10s} {'eval f/s':>10s} {'wall +':>8s} {'CPU +':>8s} "
-              f"{'read ms':>8s} {'infer ms':>9s} {'metric ms':>9s}  goal <= {GOAL_OVERHEAD:.0%}")
+        est = DepthEstimator.from_package(package, backend="onnxruntime", num_threads=args.threads)
+        print(
+            f"model: {what}, backend {est.backend_name}, {args.threads} threads; "
+            f"bag: SynthCity {args.frames} frames {args.width}x{args.height}, mcap"
+        )
+        print(
+            f"{'images':8s} {'alone f/s':>10s} {'eval f/s':>10s} {'wall +':>8s} {'CPU +':>8s} "
+            f"{'read ms':>8s} {'infer ms':>9s} {'metric ms':>9s}  goal <= {GOAL_OVERHEAD:.0%}"
+        )
         worst = worst_cpu = 0.0
         for fmt in args.formats:
-            bag = write_synthcity_bag(root / f"bag_{fmt}", seed=0, n_frames=args.frames,
-                                      width=args.width, height=args.height, image_format=fmt,
-                                      progress=False)
+            bag = write_synthcity_bag(
+                root / f"bag_{fmt}",
+                seed=0,
+                n_frames=args.frames,
+                width=args.width,
+                height=args.height,
+                image_format=fmt,
+                progress=False,
+            )
             r = bench(bag, est, args.repeats)
             worst = max(worst, r["overhead"])
             worst_cpu = max(worst_cpu, r["cpu_overhead"])
-            print(f"{fmt:8s} {r['alone_fps']:10.2f} {r['eval_fps']:10.2f} {r['overhead']:8.1%} "
-                  f"{r['cpu_overhead']:8.1%} {r['read_ms']:8.2f} {r['infer_ms']:9.2f} "
-                  f"{r['metrics_ms']:9.2f}")
+            print(
+                f"{fmt:8s} {r['alone_fps']:10.2f} {r['eval_fps']:10.2f} {r['overhead']:8.1%} "
+                f"{r['cpu_overhead']:8.1%} {r['read_ms']:8.2f} {r['infer_ms']:9.2f} "
+                f"{r['metrics_ms']:9.2f}"
+            )
         t0 = time.perf_counter()
-        evaluate_bag(root / f"bag_{args.formats[0]}", estimator=est, out_dir=root / "report",
-                     progress=False, plots=True)
+        evaluate_bag(
+            root / f"bag_{args.formats[0]}",
+            estimator=est,
+            out_dir=root / "report",
+            progress=False,
+            plots=True,
+        )
         report_s = time.perf_counter() - t0
         print(f"one full run with report files and plots ({args.formats[0]}): {report_s:.2f} s")
         for label, value in (("wall-clock", worst), ("CPU", worst_cpu)):
             verdict = "meets" if value <= GOAL_OVERHEAD else "MISSES"
-            print(f"worst {label} overhead {value:.1%}: {verdict} the goal of "
-                  f"{GOAL_OVERHEAD:.0%}")
+            print(f"worst {label} overhead {value:.1%}: {verdict} the goal of {GOAL_OVERHEAD:.0%}")
         est.close()
     return 0
 

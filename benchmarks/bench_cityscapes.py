@@ -88,8 +88,10 @@ def main() -> int:
 
         loaded = [native[i] for i in range(n)]
         rng = np.random.default_rng(0)
-        preds = [s["depth_m"] * rng.uniform(0.8, 1.2, s["depth_m"].shape).astype(np.float32)
-                 for s in loaded]
+        preds = [
+            s["depth_m"] * rng.uniform(0.8, 1.2, s["depth_m"].shape).astype(np.float32)
+            for s in loaded
+        ]
 
         def stats_all() -> None:
             acc = DepthStats()
@@ -117,12 +119,17 @@ def main() -> int:
     scan = rows["scan: two PNG headers"]
     eda_min = 5000 * (rows["sample, native 2048x1024"] + rows["EDA statistics of a frame"]) / 6e4
     protocol_s = 1525 * rows["protocol + metrics of a frame"] / 1e3
-    print(f"\nestimates for the real release (one core): scan of 5000 frames "
-          f"{5000 * scan / 1e3:.2f} s; EDA of 5000 frames {eda_min:.1f} min; protocol on 1525 "
-          f"test frames {protocol_s:.0f} s plus the model")
-    ok = (scan / base < 0.01 and rows["sample, native 2048x1024"] / base < 1.3
-          and rows["EDA statistics of a frame"] < base
-          and rows["protocol + metrics of a frame"] < 1.5 * base)
+    print(
+        f"\nestimates for the real release (one core): scan of 5000 frames "
+        f"{5000 * scan / 1e3:.2f} s; EDA of 5000 frames {eda_min:.1f} min; protocol on 1525 "
+        f"test frames {protocol_s:.0f} s plus the model"
+    )
+    ok = (
+        scan / base < 0.01
+        and rows["sample, native 2048x1024"] / base < 1.3
+        and rows["EDA statistics of a frame"] < base
+        and rows["protocol + metrics of a frame"] < 1.5 * base
+    )
     print("goals met" if ok else "goals NOT met")
     return 0
 

@@ -59,9 +59,7 @@ def bench_size(width: int, height: int, repeats: int) -> dict[str, float]:
         "backproject_packed +rgb 5% NaN": lambda: backproject_packed(holes, intr, rgb),
         "backproject (H, W, 3) only": lambda: backproject(depth, intr),
         "backproject + pack_points": lambda: pack_points(backproject(depth, intr).xyz),
-        "backproject + pack_points +rgb": lambda: pack_points(
-            backproject(depth, intr).xyz, rgb
-        ),
+        "backproject + pack_points +rgb": lambda: pack_points(backproject(depth, intr).xyz, rgb),
         "backproject_packed unorganised 5% NaN": lambda: backproject_packed(
             holes, intr, organised=False
         ),
@@ -84,9 +82,20 @@ def main() -> int:
         print(f"{'case':40s} {'ms':>8s} {'x copy':>8s}")
         for name, ms in results.items():
             print(f"{name:40s} {ms:8.3f} {ms / base:8.2f}")
-        verdicts.append((size, {k: results[k] / base for k in (
-            "backproject_packed", "backproject_packed +rgb", "backproject_packed out=",
-            "backproject_packed +rgb out=")}))
+        verdicts.append(
+            (
+                size,
+                {
+                    k: results[k] / base
+                    for k in (
+                        "backproject_packed",
+                        "backproject_packed +rgb",
+                        "backproject_packed out=",
+                        "backproject_packed +rgb out=",
+                    )
+                },
+            )
+        )
     print(f"\nGoal: backproject_packed <= {GOAL_RATIO:.0f}x np.copyto of the same bytes")
     for size, ratios in verdicts:
         fresh, reused = ratios["backproject_packed"], ratios["backproject_packed out="]

@@ -48,20 +48,43 @@ def main() -> None:
         spec = default.spec
         model = create_model(spec.architecture, **dict(spec.arch_config))
         cost = count_flops(model, spec.input_height, spec.input_width)
-        sessions.append((f"DEFAULT {spec.name}", spec.input_width, spec.input_height, cost,
-                         ort.InferenceSession(str(default.onnx_path), options,
-                                              providers=["CPUExecutionProvider"]), spec))
+        sessions.append(
+            (
+                f"DEFAULT {spec.name}",
+                spec.input_width,
+                spec.input_height,
+                cost,
+                ort.InferenceSession(
+                    str(default.onnx_path), options, providers=["CPUExecutionProvider"]
+                ),
+                spec,
+            )
+        )
         for label, arch, cfg, width, height in cases:
             net = create_model(arch, **cfg).eval()
-            case_spec = ModelSpec(name=label.replace(" ", "-"), architecture=arch, arch_config=cfg,
-                                  input_width=width, input_height=height, train_fx_px=1.0)
+            case_spec = ModelSpec(
+                name=label.replace(" ", "-"),
+                architecture=arch,
+                arch_config=cfg,
+                input_width=width,
+                input_height=height,
+                train_fx_px=1.0,
+            )
             path = export_onnx(net, case_spec, Path(tmp) / f"{arch}-{width}.onnx")
-            sessions.append((label, width, height, count_flops(net, height, width),
-                             ort.InferenceSession(str(path), options,
-                                                  providers=["CPUExecutionProvider"]), case_spec))
+            sessions.append(
+                (
+                    label,
+                    width,
+                    height,
+                    count_flops(net, height, width),
+                    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]),
+                    case_spec,
+                )
+            )
         rng = np.random.default_rng(0)
-        inputs = [rng.standard_normal((1, 3, h, w)).astype(np.float32)
-                  for _, w, h, _, _, _ in sessions]
+        inputs = [
+            rng.standard_normal((1, 3, h, w)).astype(np.float32) for _, w, h, _, _, _ in sessions
+        ]
         for (_, _, _, _, sess, sp), x in zip(sessions, inputs, strict=True):
             for _ in range(3):
                 sess.run(None, {sp.input_name: x})
@@ -73,12 +96,16 @@ def main() -> None:
                 times[k].append(time.perf_counter() - t0)
     ref = float(np.median(times[0]))
     print(f"ONNX Runtime {ort.__version__}, CPU, batch 1, median of {args.runs} interleaved runs")
-    print(f"{'network':42s} {'input':>9s} {'params':>8s} {'GFLOPs':>7s} {'ms':>7s} {'fps':>7s}"
-          f" {'x default':>9s}")
+    print(
+        f"{'network':42s} {'input':>9s} {'params':>8s} {'GFLOPs':>7s} {'ms':>7s} {'fps':>7s}"
+        f" {'x default':>9s}"
+    )
     for (label, width, height, cost, _, _), t in zip(sessions, times, strict=True):
         med = float(np.median(t))
-        print(f"{label:42s} {width:4d}x{height:<4d} {cost['params_m']:7.2f}M "
-              f"{cost['gflops']:7.3f} {med * 1e3:7.1f} {1 / med:7.1f} {med / ref:9.2f}")
+        print(
+            f"{label:42s} {width:4d}x{height:<4d} {cost['params_m']:7.2f}M "
+            f"{cost['gflops']:7.3f} {med * 1e3:7.1f} {1 / med:7.1f} {med / ref:9.2f}"
+        )
 
 
 if __name__ == "__main__":

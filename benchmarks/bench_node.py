@@ -97,13 +97,17 @@ def bench_conversions(reps: int) -> None:
             "decode rgb8 (view)": _median_ms(lambda m=msg_rgb: conv.msg_to_rgb(m), reps),
             "decode bgr8": _median_ms(lambda m=msg_bgr: conv.msg_to_rgb(m), reps),
             "depth Image (array.array)": _median_ms(
-                lambda: conv.depth_image_msg(depth, header), reps),
+                lambda d=depth: conv.depth_image_msg(d, header), reps
+            ),
             "cloud assembly": _median_ms(
-                lambda: backproject_packed(depth, intr, rgb, max_range_m=80.0, organised=False),
-                reps),
-            "PointCloud2 fill": _median_ms(lambda: conv.cloud_msg(packed, header), reps),
-            "serialize depth": _median_ms(lambda: serialize_message(depth_msg), reps),
-            "serialize cloud": _median_ms(lambda: serialize_message(cloud), reps),
+                lambda d=depth, i=intr, c=rgb: backproject_packed(
+                    d, i, c, max_range_m=80.0, organised=False
+                ),
+                reps,
+            ),
+            "PointCloud2 fill": _median_ms(lambda p=packed: conv.cloud_msg(p, header), reps),
+            "serialize depth": _median_ms(lambda m=depth_msg: serialize_message(m), reps),
+            "serialize cloud": _median_ms(lambda m=cloud: serialize_message(m), reps),
             "points": packed.n_points,
         }
         rows.append(r)
@@ -130,11 +134,13 @@ def bench_conversions(reps: int) -> None:
     t0 = time.perf_counter()
     msg.data = array.array("B", raw.tobytes())
     via_bytes = time.perf_counter() - t0
-    print(f"\nfilling Image.data with a 1024x512 32FC1 depth ({raw.size / 1e6:.1f} MB): "
-          f"array.array (fast path) {fast * 1e3:.2f} ms, array.array(bytes) "
-          f"{via_bytes * 1e3:.2f} ms, memoryview {as_view * 1e3:.0f} ms, "
-          f"Python list {as_list * 1e3:.0f} ms (incl. tolist) -> list/fast = "
-          f"{as_list / fast:.0f}x")
+    print(
+        f"\nfilling Image.data with a 1024x512 32FC1 depth ({raw.size / 1e6:.1f} MB): "
+        f"array.array (fast path) {fast * 1e3:.2f} ms, array.array(bytes) "
+        f"{via_bytes * 1e3:.2f} ms, memoryview {as_view * 1e3:.0f} ms, "
+        f"Python list {as_list * 1e3:.0f} ms (incl. tolist) -> list/fast = "
+        f"{as_list / fast:.0f}x"
+    )
 
 
 # ------------------------------------------------------------------------------ part 2
@@ -145,8 +151,10 @@ def bench_facade(
 
     est = DepthEstimator.from_package(model, backend="auto", device="cpu")
     if not quiet:
-        print(f"\nmodel {est.spec.name} ({est.spec.input_width}x{est.spec.input_height}) on "
-              f"{est.backend_name} ({est.device})")
+        print(
+            f"\nmodel {est.spec.name} ({est.spec.input_width}x{est.spec.input_height}) on "
+            f"{est.backend_name} ({est.device})"
+        )
     for f in frames[:3]:
         est.predict(f.rgb, f.intrinsics)
     times = []
@@ -256,19 +264,34 @@ def _open_loop(
 
 def bench_node(args: argparse.Namespace, frames: list[Any], facade_fps: float) -> float:
     domain = 150 + os.getpid() % 50
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                        os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(domain),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
     ns = "/bench"
-    cmd = [sys.executable, "-m", "cloudypoints_ros.depth_node", "--ros-args", "-r",
-           f"__ns:={ns}", "-p", "reliable_input:=true",
-           "-p", "stats_period_s:=1.0", "-p", "publish_colormap:=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cloudypoints_ros.depth_node",
+        "--ros-args",
+        "-r",
+        f"__ns:={ns}",
+        "-p",
+        "reliable_input:=true",
+        "-p",
+        "stats_period_s:=1.0",
+        "-p",
+        "publish_colormap:=false",
+    ]
     if args.model:
         cmd += ["-p", f"model_path:={args.model}"]
     for extra in args.node_param:
         cmd += ["-p", extra]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     context = Context()
     rclpy.init(context=context, domain_id=domain)
     executor = SingleThreadedExecutor(context=context)
@@ -299,31 +322,42 @@ def bench_node(args: argparse.Namespace, frames: list[Any], facade_fps: float) -
         closed_fps = len(closed) / (time.perf_counter() - t0)
         extra = f"; {', '.join(args.node_param)}" if args.node_param else ""
 
-        print(f"\n== node over DDS ({'depth + cloud' if not args.no_cloud else 'depth only'} "
-              f"subscribed, reliable, node in its own process{extra}) ==")
-        print(f"closed loop ({len(closed)} frames, one in flight): {closed_fps:.2f} frames/s, "
-              f"latency {_pct(closed)}")
+        print(
+            f"\n== node over DDS ({'depth + cloud' if not args.no_cloud else 'depth only'} "
+            f"subscribed, reliable, node in its own process{extra}) =="
+        )
+        print(
+            f"closed loop ({len(closed)} frames, one in flight): {closed_fps:.2f} frames/s, "
+            f"latency {_pct(closed)}"
+        )
         # Open loop at three input rates: the goal rate (90% of the facade's frames/s: does the
         # node keep up?), a camera's 30 Hz, and saturation (more frames than it can take:
         # newest wins). The driver shares the cores, so higher rates also cost the node CPU.
-        rates = {"goal (0.9 x facade)": 0.9 * facade_fps, "camera 30 Hz": 30.0,
-                 "saturation (1.25 x facade)": 1.25 * facade_fps}
+        rates = {
+            "goal (0.9 x facade)": 0.9 * facade_fps,
+            "camera 30 Hz": 30.0,
+            "saturation (1.25 x facade)": 1.25 * facade_fps,
+        }
         goal_fps = 0.0
         for label, rate in rates.items():
             rate = min(max(rate, 2.0), args.max_rate)
             out_fps, n_sent, n_got, lat = _open_loop(driver, images, infos, rate, args.seconds)
-            print(f"open loop, {label}: {n_sent} frames at {rate:.1f} Hz -> {out_fps:.2f} "
-                  f"frames/s out ({n_sent - n_got} dropped, newest wins), latency "
-                  f"stamp->receipt {_pct(lat)}")
+            print(
+                f"open loop, {label}: {n_sent} frames at {rate:.1f} Hz -> {out_fps:.2f} "
+                f"frames/s out ({n_sent - n_got} dropped, newest wins), latency "
+                f"stamp->receipt {_pct(lat)}"
+            )
             if label.startswith("goal"):
                 goal_fps = out_fps
         st = driver.status
         if st:
-            print("node's own view (last diagnostics): inference stage p50 "
-                  f"{st.get('stage_infer_p50_ms')} ms, publish stage p50 "
-                  f"{st.get('stage_publish_p50_ms')} ms, stamp->publish p50 "
-                  f"{st.get('latency_p50_ms')} ms, frames in/out/dropped {st.get('frames_in')}/"
-                  f"{st.get('frames_out')}/{st.get('dropped')}")
+            print(
+                "node's own view (last diagnostics): inference stage p50 "
+                f"{st.get('stage_infer_p50_ms')} ms, publish stage p50 "
+                f"{st.get('stage_publish_p50_ms')} ms, stamp->publish p50 "
+                f"{st.get('latency_p50_ms')} ms, frames in/out/dropped {st.get('frames_in')}/"
+                f"{st.get('frames_out')}/{st.get('dropped')}"
+            )
         return goal_fps
     finally:
         executor.shutdown()
@@ -350,22 +384,33 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=10, help="repetitions in part 1")
     parser.add_argument("--no-cloud", action="store_true", help="subscribe to depth only")
     parser.add_argument("--skip-conversions", action="store_true")
-    parser.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
-                        help="extra node parameter, e.g. cloud.stride:=2 (repeatable)")
+    parser.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="extra node parameter, e.g. cloud.stride:=2 (repeatable)",
+    )
     args = parser.parse_args()
     if not args.skip_conversions:
         bench_conversions(args.reps)
-    frames = [render_frame(seed=11, width=args.width, height=args.height, index=i)
-              for i in range(args.frames)]
+    frames = [
+        render_frame(seed=11, width=args.width, height=args.height, index=i)
+        for i in range(args.frames)
+    ]
     facade_fps, facade_times = bench_facade(args.model, frames, args.facade_frames)
-    print(f"bare facade ({args.width}x{args.height} in, depth at input size): "
-          f"{facade_fps:.2f} frames/s, per call {_pct(facade_times)}")
+    print(
+        f"bare facade ({args.width}x{args.height} in, depth at input size): "
+        f"{facade_fps:.2f} frames/s, per call {_pct(facade_times)}"
+    )
     node_fps = bench_node(args, frames, facade_fps)
     # Again after the node runs: the machine is shared, and a drift shows in the two numbers.
     facade_after, _ = bench_facade(args.model, frames, args.facade_frames, quiet=True)
     print(f"bare facade again: {facade_after:.2f} frames/s")
-    print(f"\nnode at the goal rate / facade frames/s = {node_fps:.2f} / {facade_fps:.2f} = "
-          f"{node_fps / facade_fps:.0%} (goal >= 90%)")
+    print(
+        f"\nnode at the goal rate / facade frames/s = {node_fps:.2f} / {facade_fps:.2f} = "
+        f"{node_fps / facade_fps:.0%} (goal >= 90%)"
+    )
     return 0
 
 

@@ -22,9 +22,11 @@ _HINTS = {
 
 
 def require(module: str, feature: str) -> ModuleType:
-    """Import ``module`` or raise DependencyError saying which feature needs it and how to get it."""
+    """Import ``module`` or raise DependencyError naming the feature that needs it and the fix."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         hint = _HINTS.get(module.split(".")[0], f"pip install {module}")
-        raise DependencyError(f"{feature} needs the Python module '{module}': {hint} ({exc})") from exc
+        raise DependencyError(
+            f"{feature} needs the Python module '{module}': {hint} ({exc})"
+        ) from exc

@@ -1,4 +1,5 @@
-"""The one exception hierarchy of cloudypoints_core; every error the library raises derives from it."""
+"""The one exception hierarchy of cloudypoints_core: every error the library raises derives from
+CloudyPointsError."""
 
 from __future__ import annotations
 

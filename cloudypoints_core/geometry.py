@@ -87,8 +87,9 @@ class Intrinsics:
                 raise IntrinsicsError(f"{name} must be a finite number of pixels, got {value!r}")
         for name in ("width", "height"):
             value = getattr(self, name)
-            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-                    and value > 0):
+            if not (
+                isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+            ):
                 raise IntrinsicsError(f"{name} must be a positive integer, got {value!r}")
         dist = tuple(self.dist)
         if not all(_is_real(c) and math.isfinite(c) for c in dist):
@@ -393,7 +394,10 @@ def _ray_grid_cached(intr: Intrinsics) -> npt.NDArray[np.float32]:
             logger.warning(
                 "ray grid: %d of %d pixels do not undistort within %.2f px (distortion %s); "
                 "they are marked invalid",
-                int(bad.sum()), bad.size, _UNDISTORT_TOLERANCE_PX, intr.dist,
+                int(bad.sum()),
+                bad.size,
+                _UNDISTORT_TOLERANCE_PX,
+                intr.dist,
             )
         grid[..., :2] = xy.reshape(h, w, 2)
         grid[..., 2] = 1.0
@@ -504,8 +508,12 @@ def _sample_views(
             f"{intr.width}x{intr.height}; resize the intrinsics with Intrinsics.resized"
         )
     if rgb is not None:
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
-                or rgb.shape[2] != 3:
+        if (
+            not isinstance(rgb, np.ndarray)
+            or rgb.dtype != np.uint8
+            or rgb.ndim != 3
+            or rgb.shape[2] != 3
+        ):
             raise InputError(f"rgb must be an (H, W, 3) uint8 array, got {_describe(rgb)}")
         if rgb.shape[:2] != depth_m.shape:
             raise InputError(
@@ -514,8 +522,13 @@ def _sample_views(
             )
     if not (isinstance(stride, numbers.Integral) and stride >= 1):
         raise InputError(f"stride must be an integer >= 1, got {stride!r}")
-    if not (_is_real(min_range_m) and _is_real(max_range_m) and min_range_m >= 0
-            and not math.isnan(max_range_m) and max_range_m >= min_range_m):
+    if not (
+        _is_real(min_range_m)
+        and _is_real(max_range_m)
+        and min_range_m >= 0
+        and not math.isnan(max_range_m)
+        and max_range_m >= min_range_m
+    ):
         raise InputError(
             f"range must satisfy 0 <= min_range_m <= max_range_m, got "
             f"min_range_m={min_range_m!r} max_range_m={max_range_m!r}"
@@ -625,8 +638,9 @@ def backproject(
         rgb_out = None if colours is None else np.ascontiguousarray(colours)
         if organised:
             return PointSet(xyz=xyz, rgb=rgb_out)
-        return PointSet(xyz=xyz.reshape(-1, 3), rgb=None if rgb_out is None else
-                        rgb_out.reshape(-1, 3))
+        return PointSet(
+            xyz=xyz.reshape(-1, 3), rgb=None if rgb_out is None else rgb_out.reshape(-1, 3)
+        )
     # Gather per coordinate: fancy indexing of 12-byte (x, y, z) items is several times slower.
     d = s.depth[s.valid]
     xyz = np.empty((d.size, 3), dtype=np.float32)

@@ -221,9 +221,10 @@ def numpy_to_image_fields(array_: npt.NDArray[Any], encoding: str) -> dict[str, 
     if arr.ndim != expected_ndim or (expected_ndim == 3 and arr.shape[2] != info.channels):
         want = "(H, W)" if info.channels == 1 else f"(H, W, {info.channels})"
         raise InputError(f"{name} needs an array of shape {want}, got {arr.shape}")
-    if arr.dtype.kind != np.dtype(info.dtype).kind or arr.dtype.itemsize != np.dtype(
-        info.dtype
-    ).itemsize:
+    if (
+        arr.dtype.kind != np.dtype(info.dtype).kind
+        or arr.dtype.itemsize != np.dtype(info.dtype).itemsize
+    ):
         raise InputError(f"{name} needs dtype {np.dtype(info.dtype)}, got {arr.dtype}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image must not be empty, got shape {arr.shape}")
@@ -308,8 +309,10 @@ def colorize_depth(
     negative depths are black. Uses :func:`depth_colormap_lut`.
     """
     if not isinstance(depth_m, np.ndarray) or depth_m.ndim != 2:
-        raise InputError(f"depth_m must be an (H, W) numpy array, got {type(depth_m).__name__}"
-                         f"{getattr(depth_m, 'shape', '')}")
+        raise InputError(
+            f"depth_m must be an (H, W) numpy array, got {type(depth_m).__name__}"
+            f"{getattr(depth_m, 'shape', '')}"
+        )
     if not np.issubdtype(depth_m.dtype, np.floating):
         raise InputError(f"depth_m must be floating point metres, got dtype {depth_m.dtype}")
     d = depth_m.astype(np.float32, copy=False)

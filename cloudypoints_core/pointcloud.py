@@ -55,8 +55,16 @@ __all__ = [
 
 # sensor_msgs/PointField datatype constants.
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
-_FIELD_DTYPES = {INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4",
-                 FLOAT32: "f4", FLOAT64: "f8"}
+_FIELD_DTYPES = {
+    INT8: "i1",
+    UINT8: "u1",
+    INT16: "i2",
+    UINT16: "u2",
+    INT32: "i4",
+    UINT32: "u4",
+    FLOAT32: "f4",
+    FLOAT64: "f8",
+}
 
 #: Bytes per point, with or without colour (see the module docstring).
 POINT_STEP = 16
@@ -98,8 +106,11 @@ class PackedCloud:
     is_bigendian: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, np.ndarray) or self.data.dtype != np.uint8 \
-                or self.data.ndim != 1:
+        if (
+            not isinstance(self.data, np.ndarray)
+            or self.data.dtype != np.uint8
+            or self.data.ndim != 1
+        ):
             raise InputError(f"data must be a 1-D uint8 array, got {_describe(self.data)}")
         if self.height < 0 or self.width < 0 or self.point_step <= 0:
             raise InputError(
@@ -118,8 +129,11 @@ class PackedCloud:
             )
         for f in self.fields:
             size = np.dtype(_FIELD_DTYPES.get(f.datatype, "u1")).itemsize * max(f.count, 1)
-            if f.datatype not in _FIELD_DTYPES or f.offset < 0 \
-                    or f.offset + size > self.point_step:
+            if (
+                f.datatype not in _FIELD_DTYPES
+                or f.offset < 0
+                or f.offset + size > self.point_step
+            ):
                 raise InputError(f"field {f} does not fit a point of {self.point_step} bytes")
 
     @property
@@ -409,9 +423,22 @@ def unpack_points(
 
 # ------------------------------------------------------------------------------ PLY
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 
 
@@ -449,8 +476,15 @@ def write_ply(
     if colours is not None:
         for k, name in enumerate(("red", "green", "blue")):
             rows[name] = colours[keep, k]
-    header = ["ply", "format binary_little_endian 1.0", "comment written by CloudyPoints",
-              f"element vertex {n}", "property float x", "property float y", "property float z"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment written by CloudyPoints",
+        f"element vertex {n}",
+        "property float x",
+        "property float y",
+        "property float z",
+    ]
     if colours is not None:
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header.append("end_header")

@@ -97,46 +97,126 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_path", "", "Model package folder, its spec.yaml or an .onnx file with the "
-              "spec in its metadata; empty = the bundled default model", startup_only=True),
-    ParamSpec("backend", "auto", "Inference backend; auto picks TensorRT on a CUDA device when "
-              "installed, else ONNX Runtime, else PyTorch", choices=BACKENDS, startup_only=True),
-    ParamSpec("device", "cpu", "Device: cpu, cuda or cuda:N (auto falls back to cpu with a "
-              "warning when CUDA is absent)", startup_only=True),
-    ParamSpec("num_threads", 0, "CPU threads of the backend (0 = the library's default)",
-              int_range=(0, 256), startup_only=True),
-    ParamSpec("output_resolution", "input", "Depth image size: 'input' (the camera image's) or "
-              "'model' (the network's, cheaper to publish)", choices=OUTPUT_RESOLUTIONS),
-    ParamSpec("input_transport", "raw", "'raw' subscribes to sensor_msgs/Image on 'image', "
-              "'compressed' to sensor_msgs/CompressedImage on 'image/compressed'",
-              choices=INPUT_TRANSPORTS, startup_only=True),
-    ParamSpec("reliable_input", False, "Subscribe with reliable QoS instead of the sensor-data "
-              "profile (best effort, keep last)", startup_only=True),
-    ParamSpec("camera_info_wait_s", 0.05, "How long the worker waits for the CameraInfo with "
-              "the image's stamp before using the latest one", float_range=(0.0, 1.0)),
-    ParamSpec("cloud.stride", 1, "Keep every stride-th row and column in the point cloud",
-              int_range=(1, 64)),
-    ParamSpec("cloud.min_range_m", 0.0, "Drop points nearer than this depth (z, metres)",
-              float_range=(0.0, 10000.0)),
-    ParamSpec("cloud.max_range_m", 80.0, "Drop points farther than this depth (z, metres)",
-              float_range=(0.0, 10000.0)),
+    ParamSpec(
+        "model_path",
+        "",
+        "Model package folder, its spec.yaml or an .onnx file with the "
+        "spec in its metadata; empty = the bundled default model",
+        startup_only=True,
+    ),
+    ParamSpec(
+        "backend",
+        "auto",
+        "Inference backend; auto picks TensorRT on a CUDA device when "
+        "installed, else ONNX Runtime, else PyTorch",
+        choices=BACKENDS,
+        startup_only=True,
+    ),
+    ParamSpec(
+        "device",
+        "cpu",
+        "Device: cpu, cuda or cuda:N (auto falls back to cpu with a warning when CUDA is absent)",
+        startup_only=True,
+    ),
+    ParamSpec(
+        "num_threads",
+        0,
+        "CPU threads of the backend (0 = the library's default)",
+        int_range=(0, 256),
+        startup_only=True,
+    ),
+    ParamSpec(
+        "output_resolution",
+        "input",
+        "Depth image size: 'input' (the camera image's) or "
+        "'model' (the network's, cheaper to publish)",
+        choices=OUTPUT_RESOLUTIONS,
+    ),
+    ParamSpec(
+        "input_transport",
+        "raw",
+        "'raw' subscribes to sensor_msgs/Image on 'image', "
+        "'compressed' to sensor_msgs/CompressedImage on 'image/compressed'",
+        choices=INPUT_TRANSPORTS,
+        startup_only=True,
+    ),
+    ParamSpec(
+        "reliable_input",
+        False,
+        "Subscribe with reliable QoS instead of the sensor-data profile (best effort, keep last)",
+        startup_only=True,
+    ),
+    ParamSpec(
+        "camera_info_wait_s",
+        0.05,
+        "How long the worker waits for the CameraInfo with "
+        "the image's stamp before using the latest one",
+        float_range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "cloud.stride",
+        1,
+        "Keep every stride-th row and column in the point cloud",
+        int_range=(1, 64),
+    ),
+    ParamSpec(
+        "cloud.min_range_m",
+        0.0,
+        "Drop points nearer than this depth (z, metres)",
+        float_range=(0.0, 10000.0),
+    ),
+    ParamSpec(
+        "cloud.max_range_m",
+        80.0,
+        "Drop points farther than this depth (z, metres)",
+        float_range=(0.0, 10000.0),
+    ),
     ParamSpec("cloud.color", True, "Add the packed 'rgb' field from the camera image"),
-    ParamSpec("cloud.organized", False, "Organised cloud (height x width of the strided image, "
-              "NaN points where invalid) instead of valid points only"),
+    ParamSpec(
+        "cloud.organized",
+        False,
+        "Organised cloud (height x width of the strided image, "
+        "NaN points where invalid) instead of valid points only",
+    ),
     ParamSpec("publish_colormap", True, "Publish depth/colormap (rgb8) for quick viewing"),
-    ParamSpec("fallback.fx", 0.0, "Focal length x (px at the image's resolution) used when no "
-              "CameraInfo arrives within fallback.timeout_s; 0 disables the fallback",
-              float_range=(0.0, 1.0e6)),
-    ParamSpec("fallback.fy", 0.0, "Focal length y (px); 0 = same as fallback.fx",
-              float_range=(0.0, 1.0e6)),
-    ParamSpec("fallback.cx", -1.0, "Principal point x (px); -1 = the image centre (W - 1) / 2",
-              float_range=(-1.0, 1.0e6)),
-    ParamSpec("fallback.cy", -1.0, "Principal point y (px); -1 = the image centre (H - 1) / 2",
-              float_range=(-1.0, 1.0e6)),
-    ParamSpec("fallback.timeout_s", 2.0, "Seconds after start-up without any CameraInfo before "
-              "the fallback intrinsics are used", float_range=(0.0, 3600.0)),
-    ParamSpec("stats_period_s", 5.0, "Seconds between health reports (log and /diagnostics)",
-              float_range=(0.1, 3600.0), startup_only=True),
+    ParamSpec(
+        "fallback.fx",
+        0.0,
+        "Focal length x (px at the image's resolution) used when no "
+        "CameraInfo arrives within fallback.timeout_s; 0 disables the fallback",
+        float_range=(0.0, 1.0e6),
+    ),
+    ParamSpec(
+        "fallback.fy",
+        0.0,
+        "Focal length y (px); 0 = same as fallback.fx",
+        float_range=(0.0, 1.0e6),
+    ),
+    ParamSpec(
+        "fallback.cx",
+        -1.0,
+        "Principal point x (px); -1 = the image centre (W - 1) / 2",
+        float_range=(-1.0, 1.0e6),
+    ),
+    ParamSpec(
+        "fallback.cy",
+        -1.0,
+        "Principal point y (px); -1 = the image centre (H - 1) / 2",
+        float_range=(-1.0, 1.0e6),
+    ),
+    ParamSpec(
+        "fallback.timeout_s",
+        2.0,
+        "Seconds after start-up without any CameraInfo before the fallback intrinsics are used",
+        float_range=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "stats_period_s",
+        5.0,
+        "Seconds between health reports (log and /diagnostics)",
+        float_range=(0.1, 3600.0),
+        startup_only=True,
+    ),
 )
 _SPECS = {p.name: p for p in PARAMETERS}
 
@@ -447,8 +527,7 @@ class DepthNode(Node):
         if (intr.width, intr.height) != (width, height):
             raise _Rejected(
                 "camera_info_size_mismatch",
-                f"CameraInfo is for {intr.width}x{intr.height} but the image is "
-                f"{width}x{height}",
+                f"CameraInfo is for {intr.width}x{intr.height} but the image is {width}x{height}",
             )
         return intr
 

@@ -149,19 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("bag", type=Path, help="rosbag2 folder (MCAP or SQLite3)")
     parser.add_argument("--topic", action="append", default=[], help="play only these topics")
     parser.add_argument("--rate", type=float, default=1.0, help="speed factor (0: no waiting)")
-    parser.add_argument("--no-restamp", action="store_true",
-                        help="keep the recorded header stamps")
-    parser.add_argument("--wait-for", action="append", default=[], metavar="TOPIC",
-                        help="wait until TOPIC has a subscriber before playing (repeatable)")
+    parser.add_argument(
+        "--no-restamp", action="store_true", help="keep the recorded header stamps"
+    )
+    parser.add_argument(
+        "--wait-for",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="wait until TOPIC has a subscriber before playing (repeatable)",
+    )
     parser.add_argument("--wait-timeout", type=float, default=60.0)
-    parser.add_argument("--start-delay", type=float, default=0.5,
-                        help="seconds to wait after the subscribers appeared (discovery of the "
-                        "reverse direction)")
-    parser.add_argument("--loop", action="store_true",
-                        help="play the bag again and again until interrupted (each pass is "
-                        "re-stamped from its own start, so stamps keep increasing)")
-    parser.add_argument("--linger", type=float, default=1.0,
-                        help="seconds to keep the publishers after the last message")
+    parser.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.5,
+        help="seconds to wait after the subscribers appeared (discovery of the reverse direction)",
+    )
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="play the bag again and again until interrupted (each pass is "
+        "re-stamped from its own start, so stamps keep increasing)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=1.0,
+        help="seconds to keep the publishers after the last message",
+    )
     return parser
 
 

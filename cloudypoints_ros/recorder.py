@@ -52,8 +52,9 @@ def parse_topic(spec: str) -> tuple[str, str]:
 class BagRecorder:
     """Records ``topics`` ({name: type}) into a new bag at ``path`` (see the module docstring)."""
 
-    def __init__(self, node: Node, path: str | Path, topics: dict[str, str],
-                 storage: str = "mcap") -> None:
+    def __init__(
+        self, node: Node, path: str | Path, topics: dict[str, str], storage: str = "mcap"
+    ) -> None:
         rosbag2 = require("rosbags.rosbag2", "recording rosbag2 bags")
         from cloudypoints_core.bags.typestore import get_typestore
 
@@ -78,8 +79,9 @@ class BagRecorder:
             )
             self._writer.open()
             store = get_typestore()
-            conns = {t: self._writer.add_connection(t, ty, typestore=store)
-                     for t, ty in topics.items()}
+            conns = {
+                t: self._writer.add_connection(t, ty, typestore=store) for t, ty in topics.items()
+            }
         except Exception as exc:  # rosbags raises several types; none may leave the staging
             shutil.rmtree(self._staging, ignore_errors=True)
             if isinstance(exc, CloudyPointsError):
@@ -87,8 +89,11 @@ class BagRecorder:
             raise BagError(f"cannot create bag {self.path}: {type(exc).__name__}: {exc}") from exc
         self._subs = [
             node.create_subscription(
-                classes[topic], topic,
-                lambda data, c=conns[topic], t=topic: self._write(c, t, data), qos, raw=True,
+                classes[topic],
+                topic,
+                lambda data, c=conns[topic], t=topic: self._write(c, t, data),
+                qos,
+                raw=True,
             )
             for topic in topics
         ]
@@ -120,13 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m cloudypoints_ros.recorder", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("bag", type=Path, help="new rosbag2 folder")
-    parser.add_argument("-t", "--topic", action="append", required=True, metavar="TOPIC:TYPE",
-                        help="a topic and its type, e.g. /points:sensor_msgs/msg/PointCloud2")
+    parser.add_argument(
+        "-t",
+        "--topic",
+        action="append",
+        required=True,
+        metavar="TOPIC:TYPE",
+        help="a topic and its type, e.g. /points:sensor_msgs/msg/PointCloud2",
+    )
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    parser.add_argument("--until", default=None, metavar="TOPIC=N",
-                        help="stop after N messages on TOPIC")
-    parser.add_argument("--max-duration", type=float, default=0.0,
-                        help="stop after this many seconds (0: until Ctrl-C)")
+    parser.add_argument(
+        "--until", default=None, metavar="TOPIC=N", help="stop after N messages on TOPIC"
+    )
+    parser.add_argument(
+        "--max-duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (0: until Ctrl-C)",
+    )
     return parser
 
 
@@ -168,8 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if recorder is not None:
             path = recorder.close()
-            log.info("wrote %s: %s", path,
-                     ", ".join(f"{t}: {n}" for t, n in sorted(recorder.counts.items())) or "empty")
+            log.info(
+                "wrote %s: %s",
+                path,
+                ", ".join(f"{t}: {n}" for t, n in sorted(recorder.counts.items())) or "empty",
+            )
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

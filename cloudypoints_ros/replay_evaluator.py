@@ -118,8 +118,9 @@ class ReplayEvaluator:
             node.create_subscription(Image, gt_topic, self._on_gt, qos)
         if image_topic:
             # Raw bytes: only the header stamp is needed, not a decoded multi-megabyte image.
-            node.create_subscription(message_class(image_msgtype), image_topic, self._on_image,
-                                     qos, raw=True)
+            node.create_subscription(
+                message_class(image_msgtype), image_topic, self._on_image, qos, raw=True
+            )
 
     # ------------------------------------------------------------------------------ callbacks
     def _decode(self, msg: Any, what: str) -> Any | None:
@@ -146,8 +147,9 @@ class ReplayEvaluator:
             self.depth_count += 1
             self.last_depth_monotonic = time.monotonic()
             if depth is None:
-                self.scored[stamp] = _Scored(stamp, FrameScore("error", note="undecodable depth"),
-                                             wall)
+                self.scored[stamp] = _Scored(
+                    stamp, FrameScore("error", note="undecodable depth"), wall
+                )
                 return
             self._pred[stamp] = (np.array(depth, copy=True), wall)
             self._match(stamp)
@@ -171,15 +173,17 @@ class ReplayEvaluator:
         if stamp in self._pred and stamp in self._gt:
             pred, wall = self._pred.pop(stamp)
             gt = self._gt.pop(stamp)
-            self.scored[stamp] = _Scored(stamp, score_frame(gt, pred, self.protocol,
-                                                            detailed=self.detailed), wall)
+            self.scored[stamp] = _Scored(
+                stamp, score_frame(gt, pred, self.protocol, detailed=self.detailed), wall
+            )
             if self.scored[stamp].score.status != "ok":
                 return
             self._n_ok += 1
             # Every fourth scored frame from the first, a few in all (the image is not kept).
             if (self._n_ok - 1) % 4 == 0 and len(self.examples) < N_EXAMPLES:
-                self.examples.append({"title": f"stamp {stamp} ns", "rgb": None, "gt": gt,
-                                      "pred": pred})
+                self.examples.append(
+                    {"title": f"stamp {stamp} ns", "rgb": None, "gt": gt, "pred": pred}
+                )
 
     # --------------------------------------------------------------------------------- report
     def status(self) -> dict[str, Any]:
@@ -199,8 +203,10 @@ class ReplayEvaluator:
             scored = dict(self.scored)
             # Depth images whose ground truth never came: counted, not scored.
             for stamp, (_, wall) in self._pred.items():
-                scored.setdefault(stamp, _Scored(stamp, FrameScore("no_gt", note="no ground "
-                                                                    "truth received"), wall))
+                scored.setdefault(
+                    stamp,
+                    _Scored(stamp, FrameScore("no_gt", note="no ground truth received"), wall),
+                )
             pending_gt = set(self._gt)
             arrivals = dict(self.image_arrivals)
         report = EvalReport(kind="live", bag=bag, protocol=self.protocol)
@@ -215,17 +221,24 @@ class ReplayEvaluator:
             report.add_row(order[stamp], stamp, item.score, end_to_end=e2e)
         expected = set(published) if published else (set(scored) | pending_gt)
         dropped = sorted(expected - set(scored))
-        report.info.update({
-            "frames_published": len(expected),
-            "frames_published_source": "input images seen" if published
-            else "ground truth stamps (no --image-topic)",
-            "depth_received": self.depth_count,
-            "gt_received": self.gt_count,
-            "dropped_frames": len(dropped),
-            "dropped_stamps_ns": dropped[:200],
-            "drop_rate": (len(dropped) / len(expected)) if expected else None,
-            "topics": {"depth": self.depth_topic, "gt": self.gt_topic, "image": self.image_topic},
-        })
+        report.info.update(
+            {
+                "frames_published": len(expected),
+                "frames_published_source": "input images seen"
+                if published
+                else "ground truth stamps (no --image-topic)",
+                "depth_received": self.depth_count,
+                "gt_received": self.gt_count,
+                "dropped_frames": len(dropped),
+                "dropped_stamps_ns": dropped[:200],
+                "drop_rate": (len(dropped) / len(expected)) if expected else None,
+                "topics": {
+                    "depth": self.depth_topic,
+                    "gt": self.gt_topic,
+                    "image": self.image_topic,
+                },
+            }
+        )
         report.warnings.extend(self.errors)
         if self.depth_count == 0:
             report.partial_reasons.append(f"no depth image received on {self.depth_topic}")
@@ -236,24 +249,36 @@ class ReplayEvaluator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cloudypoints_ros.replay_evaluator",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cloudypoints_ros.replay_evaluator", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--depth-topic", default="/depth/image")
     parser.add_argument("--gt-topic", default="/camera/depth_gt")
-    parser.add_argument("--image-topic", default=None,
-                        help="input image topic: arrivals time the latency and count drops")
-    parser.add_argument("--image-type", default="sensor_msgs/msg/Image",
-                        help="message type of --image-topic (or sensor_msgs/msg/CompressedImage)")
+    parser.add_argument(
+        "--image-topic",
+        default=None,
+        help="input image topic: arrivals time the latency and count drops",
+    )
+    parser.add_argument(
+        "--image-type",
+        default="sensor_msgs/msg/Image",
+        help="message type of --image-topic (or sensor_msgs/msg/CompressedImage)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--bag", default="", help="bag name for the report")
     parser.add_argument("--status", type=Path, help="write progress JSON here twice a second")
     parser.add_argument("--expect", type=int, default=0, help="stop after N scored frames")
-    parser.add_argument("--idle-timeout", type=float, default=0.0,
-                        help="stop after this many seconds without depth (once one arrived)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds without depth (once one arrived)",
+    )
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many s")
     parser.add_argument("--best-effort", action="store_true", help="best-effort subscriptions")
-    parser.add_argument("--protocol", default="whole_frame",
-                        choices=("whole_frame", "cityscapes", "synthcity"))
+    parser.add_argument(
+        "--protocol", default="whole_frame", choices=("whole_frame", "cityscapes", "synthcity")
+    )
     parser.add_argument("--median-scaling", action="store_true")
     parser.add_argument("--detailed", action="store_true", help="distance bands and curve")
     parser.add_argument("--min-depth", type=float, default=None, help="override the protocol's")
@@ -271,12 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cloudypoints_core.bags.evaluate import write_report
     from cloudypoints_core.io import atomic_write_text
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(remove_ros_args(["evaluator", *argv])[1:])
-    protocol = make_protocol(args.protocol, median_scaling=args.median_scaling,
-                             min_depth_m=args.min_depth, max_depth_m=args.max_depth)
+    protocol = make_protocol(
+        args.protocol,
+        median_scaling=args.median_scaling,
+        min_depth_m=args.min_depth,
+        max_depth_m=args.max_depth,
+    )
     stop = threading.Event()
     # rclpy's own SIGINT handling would end spinning without our report; take both signals.
     rclpy.init(args=["evaluator", *argv], signal_handler_options=SignalHandlerOptions.NO)
@@ -284,8 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     node = rclpy.create_node(EVALUATOR_NODE_NAME)
     evaluator = ReplayEvaluator(
-        node, args.depth_topic, args.gt_topic or None, args.image_topic,
-        protocol=protocol, detailed=args.detailed, image_msgtype=args.image_type,
+        node,
+        args.depth_topic,
+        args.gt_topic or None,
+        args.image_topic,
+        protocol=protocol,
+        detailed=args.detailed,
+        image_msgtype=args.image_type,
         reliable=not args.best_effort,
     )
     executor = SingleThreadedExecutor()
@@ -312,10 +347,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.wall_s = time.monotonic() - started
         result = write_report(report, args.out, plots=not args.no_plots)
         if args.status:
-            atomic_write_text(args.status, json.dumps({**evaluator.status(), "done": True}),
-                              fsync=False)
-        log.info("live evaluation: %s scored, %s dropped%s", result["frames"]["ok"],
-                 result.get("dropped_frames"), " (PARTIAL)" if result["partial"] else "")
+            atomic_write_text(
+                args.status, json.dumps({**evaluator.status(), "done": True}), fsync=False
+            )
+        log.info(
+            "live evaluation: %s scored, %s dropped%s",
+            result["frames"]["ok"],
+            result.get("dropped_frames"),
+            " (PARTIAL)" if result["partial"] else "",
+        )
         executor.shutdown()
         node.destroy_node()
         if rclpy.ok():

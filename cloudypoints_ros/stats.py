@@ -24,7 +24,7 @@ def percentiles_ms(samples_s: collections.deque[float] | list[float]) -> dict[st
     if not samples_s:
         return {f"p{q}": float("nan") for q in PERCENTILES}
     values = np.percentile(np.asarray(samples_s, dtype=np.float64) * 1e3, PERCENTILES)
-    return {f"p{q}": float(v) for q, v in zip(PERCENTILES, values)}
+    return {f"p{q}": float(v) for q, v in zip(PERCENTILES, values, strict=True)}
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PACKAGE = "cloudypoints_ros"
 
@@ -62,8 +63,10 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
             executable="rviz2",
             name="cloudypoints_rviz",
             namespace=arg("namespace"),
-            arguments=["-d", os.path.join(get_package_share_directory(PACKAGE), "config",
-                                          "cloudypoints.rviz")],
+            arguments=[
+                "-d",
+                os.path.join(get_package_share_directory(PACKAGE), "config", "cloudypoints.rviz"),
+            ],
             # The RViz config names its topics relative to the namespace; "image" is the camera.
             remappings=[("image", image_topic)],
             condition=IfCondition(arg("use_rviz")),
@@ -75,23 +78,44 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
 def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "depth.yaml")
     arguments = [
-        DeclareLaunchArgument("model", default_value="",
-                              description="Model package folder or .onnx file; empty: the "
-                              "params file's model_path (default: the bundled model)"),
-        DeclareLaunchArgument("backend", default_value="",
-                              description="auto, tensorrt, onnxruntime or torch; empty: the "
-                              "params file's value"),
-        DeclareLaunchArgument("device", default_value="",
-                              description="cpu, cuda or cuda:N; empty: the params file's value"),
-        DeclareLaunchArgument("image_topic", default_value="/camera/image",
-                              description="Camera image topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
-                              description="CameraInfo topic of that camera"),
-        DeclareLaunchArgument("namespace", default_value="",
-                              description="Namespace of the node (and its output topics)"),
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="Parameters file of the node"),
-        DeclareLaunchArgument("use_rviz", default_value="false",
-                              description="Start RViz2 with config/cloudypoints.rviz"),
+        DeclareLaunchArgument(
+            "model",
+            default_value="",
+            description="Model package folder or .onnx file; empty: the "
+            "params file's model_path (default: the bundled model)",
+        ),
+        DeclareLaunchArgument(
+            "backend",
+            default_value="",
+            description="auto, tensorrt, onnxruntime or torch; empty: the params file's value",
+        ),
+        DeclareLaunchArgument(
+            "device",
+            default_value="",
+            description="cpu, cuda or cuda:N; empty: the params file's value",
+        ),
+        DeclareLaunchArgument(
+            "image_topic",
+            default_value="/camera/image",
+            description="Camera image topic (sensor_msgs/Image)",
+        ),
+        DeclareLaunchArgument(
+            "camera_info_topic",
+            default_value="/camera/camera_info",
+            description="CameraInfo topic of that camera",
+        ),
+        DeclareLaunchArgument(
+            "namespace",
+            default_value="",
+            description="Namespace of the node (and its output topics)",
+        ),
+        DeclareLaunchArgument(
+            "params_file", default_value=default_params, description="Parameters file of the node"
+        ),
+        DeclareLaunchArgument(
+            "use_rviz",
+            default_value="false",
+            description="Start RViz2 with config/cloudypoints.rviz",
+        ),
     ]
     return LaunchDescription([*arguments, OpaqueFunction(function=_depth_node)])

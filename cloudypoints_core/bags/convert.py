@@ -67,8 +67,9 @@ def cityscapes_sequences(root: str | os.PathLike[str], split: str, city: str) ->
     for kind in ("leftImg8bit_sequence", "leftImg8bit"):
         folder = base / kind / split / city
         if folder.is_dir():
-            return sorted({int(m["seq"]) for p in folder.iterdir()
-                           if (m := _IMAGE_RE.match(p.name))})
+            return sorted(
+                {int(m["seq"]) for p in folder.iterdir() if (m := _IMAGE_RE.match(p.name))}
+            )
     return []
 
 
@@ -92,7 +93,8 @@ def cityscapes_sequence_frames(
         )
     prefix = f"{city}_{sequence:06d}_"
     numbers = sorted(
-        int(m["frame"]) for p in image_dir.iterdir()
+        int(m["frame"])
+        for p in image_dir.iterdir()
         if (m := _IMAGE_RE.match(p.name)) and p.name.startswith(prefix)
     )
     if not numbers:
@@ -102,9 +104,14 @@ def cityscapes_sequence_frames(
             f"{available[:30] or 'none'}"
         )
     camera_dir = base / "camera" / split / city
-    calibrated = sorted(
-        int(p.name[len(prefix):len(prefix) + 6]) for p in camera_dir.glob(f"{prefix}*_camera.json")
-    ) if camera_dir.is_dir() else []
+    calibrated = (
+        sorted(
+            int(p.name[len(prefix) : len(prefix) + 6])
+            for p in camera_dir.glob(f"{prefix}*_camera.json")
+        )
+        if camera_dir.is_dir()
+        else []
+    )
     if not calibrated:
         raise DatasetError(
             f"no camera calibration for {city} sequence {sequence}: expected "
@@ -139,8 +146,10 @@ def _sequence_stamps(frames: list[SequenceFrame], rate_hz: float) -> list[int]:
     stamps: list[int] = []
     if all(f.timestamp_path is not None for f in frames):
         try:
-            stamps = [int(f.timestamp_path.read_text().strip())  # type: ignore[union-attr]
-                      for f in frames]
+            stamps = [
+                int(f.timestamp_path.read_text().strip())  # type: ignore[union-attr]
+                for f in frames
+            ]
         except (OSError, ValueError) as exc:
             log.warning("unreadable Cityscapes timestamp (%s); using %.1f Hz timing", exc, rate_hz)
             stamps = []
@@ -150,8 +159,12 @@ def _sequence_stamps(frames: list[SequenceFrame], rate_hz: float) -> list[int]:
         steps = np.diff(stamps) if len(stamps) > 1 else np.array([])
         if steps.size and not MIN_STEP_NS <= float(np.median(steps)) <= MAX_STEP_NS:
             # Not nanoseconds at a camera's rate: another unit or a broken file.
-            log.warning("Cityscapes timestamps step by %d (median), not nanoseconds of a camera "
-                        "frame; using %.1f Hz timing", int(np.median(steps)), rate_hz)
+            log.warning(
+                "Cityscapes timestamps step by %d (median), not nanoseconds of a camera "
+                "frame; using %.1f Hz timing",
+                int(np.median(steps)),
+                rate_hz,
+            )
             stamps = []
         if stamps and stamps[0] < RELATIVE_STAMP_LIMIT_NS:
             # Stamps relative to the sequence start: put them on the synthetic clock so the bag
@@ -202,7 +215,7 @@ def _cityscapes_records(
             # Disparity is in pixels of the stored image: fx at that resolution.
             depth = cs.disparity_to_depth(raw, camera.baseline_m, intrinsics.fx_px)
             if hood_fraction > 0:
-                depth[cs.hood_rows(height, hood_fraction):] = np.nan
+                depth[cs.hood_rows(height, hood_fraction) :] = np.nan
         if size is not None and size != (width, height):
             out_w, out_h = size
             shrinking = out_w < width and out_h < height
@@ -248,8 +261,13 @@ def convert_cityscapes(
         raise InputError(f"size must be a positive (width, height), got {size!r}")
     with_gt = sum(f.disparity_path is not None for f in frames)
     if with_gt < len(frames):
-        log.warning("%d of %d frames of %s sequence %d have no disparity: no ground truth for "
-                    "them", len(frames) - with_gt, len(frames), city, sequence)
+        log.warning(
+            "%d of %d frames of %s sequence %d have no disparity: no ground truth for them",
+            len(frames) - with_gt,
+            len(frames),
+            city,
+            sequence,
+        )
     stamps = _sequence_stamps(frames, rate_hz)
     from cloudypoints_core.data.cityscapes import CityscapesCamera
 

@@ -45,8 +45,19 @@ REPORT_FILE = "report.md"
 STATUSES: tuple[str, ...] = ("ok", "no_gt", "no_valid_pixels", "error")
 #: Columns of per_image.csv, in order (latency columns a run does not measure stay empty).
 CSV_COLUMNS: tuple[str, ...] = (
-    "key", "index", "stamp_ns", "status", *METRIC_NAMES, "n_gt_valid", "n_evaluated",
-    "coverage", "median_scale_ratio", "read_ms", "inference_ms", "metrics_ms", "end_to_end_ms",
+    "key",
+    "index",
+    "stamp_ns",
+    "status",
+    *METRIC_NAMES,
+    "n_gt_valid",
+    "n_evaluated",
+    "coverage",
+    "median_scale_ratio",
+    "read_ms",
+    "inference_ms",
+    "metrics_ms",
+    "end_to_end_ms",
     "note",
 )
 #: Frames drawn in examples.png (evenly spread over the bag).
@@ -131,8 +142,10 @@ def score_frame(
         return FrameScore("error", note=f"depth must be 2-D, got gt {gt.shape} pred {pred.shape}")
     note = ""
     if pred.shape != gt.shape:
-        note = (f"prediction {pred.shape[1]}x{pred.shape[0]} resampled to gt "
-                f"{gt.shape[1]}x{gt.shape[0]}")
+        note = (
+            f"prediction {pred.shape[1]}x{pred.shape[0]} resampled to gt "
+            f"{gt.shape[1]}x{gt.shape[0]}"
+        )
         pred = resize_prediction(pred, gt.shape[0], gt.shape[1])
     try:
         window = protocol.crop_window(*gt.shape)
@@ -161,21 +174,39 @@ def score_frame(
             metrics = compute_errors(g, p)
     if metrics is None:
         why = "no valid ground truth pixel" if n_gt == 0 else "no valid predicted pixel"
-        return FrameScore("no_valid_pixels", n_gt_valid=n_gt, n_evaluated=0,
-                          coverage=0.0 if n_gt else float("nan"),
-                          note="; ".join(filter(None, [note, why])), window=window)
+        return FrameScore(
+            "no_valid_pixels",
+            n_gt_valid=n_gt,
+            n_evaluated=0,
+            coverage=0.0 if n_gt else float("nan"),
+            note="; ".join(filter(None, [note, why])),
+            window=window,
+        )
     if not detailed:
-        return FrameScore("ok", dict(metrics), n_gt, n_eval, n_eval / n_gt, scale, note,
-                          window=window)
-    return FrameScore("ok", dict(metrics), n_gt, n_eval, n_eval / n_gt, scale, note,
-                      dict(ev.bands), ev.curve_sums, ev.curve_counts, window)
+        return FrameScore(
+            "ok", dict(metrics), n_gt, n_eval, n_eval / n_gt, scale, note, window=window
+        )
+    return FrameScore(
+        "ok",
+        dict(metrics),
+        n_gt,
+        n_eval,
+        n_eval / n_gt,
+        scale,
+        note,
+        dict(ev.bands),
+        ev.curve_sums,
+        ev.curve_counts,
+        window,
+    )
 
 
 # ------------------------------------------------------------------------------------- report
 def latency_stats(values_s: Sequence[float | None]) -> dict[str, float] | None:
     """Mean and percentiles in milliseconds of durations given in seconds (None if empty)."""
-    vals = np.asarray([v for v in values_s if v is not None and math.isfinite(v)],
-                      dtype=np.float64)
+    vals = np.asarray(
+        [v for v in values_s if v is not None and math.isfinite(v)], dtype=np.float64
+    )
     if vals.size == 0:
         return None
     ms = vals * 1e3
@@ -216,16 +247,23 @@ class EvalReport:
     def partial(self) -> bool:
         return bool(self.partial_reasons)
 
-    def add_row(self, index: int, stamp_ns: int, score: FrameScore,
-                **timing_s: float | None) -> None:
+    def add_row(
+        self, index: int, stamp_ns: int, score: FrameScore, **timing_s: float | None
+    ) -> None:
         row: dict[str, Any] = {name: None for name in CSV_COLUMNS}
-        row.update({
-            "key": f"frame_{index:05d}", "index": index, "stamp_ns": int(stamp_ns),
-            "status": score.status, "n_gt_valid": score.n_gt_valid,
-            "n_evaluated": score.n_evaluated, "coverage": score.coverage,
-            "median_scale_ratio": score.median_scale if self.protocol.median_scaling else None,
-            "note": score.note,
-        })
+        row.update(
+            {
+                "key": f"frame_{index:05d}",
+                "index": index,
+                "stamp_ns": int(stamp_ns),
+                "status": score.status,
+                "n_gt_valid": score.n_gt_valid,
+                "n_evaluated": score.n_evaluated,
+                "coverage": score.coverage,
+                "median_scale_ratio": score.median_scale if self.protocol.median_scaling else None,
+                "note": score.note,
+            }
+        )
         row.update(score.metrics or {})
         for label, band in score.bands.items():
             if band is not None:
@@ -268,16 +306,17 @@ class EvalReport:
 
             counts_px = self.curve_counts
             with np.errstate(invalid="ignore", divide="ignore"):
-                means = np.where(counts_px > 0, self.curve_sums / np.maximum(counts_px, 1),
-                                 np.nan)
-            curve = {"edges_m": list(DISTANCE_CURVE_EDGES_M), "abs_rel": means.tolist(),
-                     "pixels": counts_px.tolist()}
+                means = np.where(counts_px > 0, self.curve_sums / np.maximum(counts_px, 1), np.nan)
+            curve = {
+                "edges_m": list(DISTANCE_CURVE_EDGES_M),
+                "abs_rel": means.tolist(),
+                "pixels": counts_px.tolist(),
+            }
         bands: dict[str, dict[str, Any]] = {}
         for lo, hi in protocol.bands:
             label = f"{lo:g}-{hi:g}m"
             rows = self.band_rows.get(label, [])
-            bands[label] = {"n_images": len(rows),
-                            "metrics": mean_errors(rows) if rows else None}
+            bands[label] = {"n_images": len(rows), "metrics": mean_errors(rows) if rows else None}
             if curve is not None:
                 # Pixels per band from the 2 m distance bins (band edges fall on bin edges).
                 edges = np.asarray(curve["edges_m"])
@@ -289,16 +328,21 @@ class EvalReport:
             "partial": bool(reasons),
             "partial_reasons": reasons,
             "bag": self.bag,
-            "dataset": {"name": f"bag {Path(self.bag).name}",
-                        "description": f"rosbag2 {self.bag} ({self.kind} evaluation)"},
+            "dataset": {
+                "name": f"bag {Path(self.bag).name}",
+                "description": f"rosbag2 {self.bag} ({self.kind} evaluation)",
+            },
             "protocol": {**protocol.to_dict(), "summary": protocol.summary()},
             "median_scaling": protocol.median_scaling,
             "n_images": len(scored),
             "n_images_requested": len(self.rows),
             "frames": {"total": len(self.rows), **counts},
             "metrics": metrics,
-            "metrics_std": ({n: float(np.std([r[n] for r in scored])) for n in METRIC_NAMES}
-                            if scored else None),
+            "metrics_std": (
+                {n: float(np.std([r[n] for r in scored])) for n in METRIC_NAMES}
+                if scored
+                else None
+            ),
             "bands": bands,
             "abs_rel_vs_distance": curve,
             # The node and the offline path feed the model the whole camera image.
@@ -306,21 +350,27 @@ class EvalReport:
             "windows_px": sorted(self.windows),
             "coverage_mean": float(np.mean(coverage)) if coverage else None,
             "latency": {stage: latency_stats(v) for stage, v in self.timings.items()},
-            "timing_ms": ({"mean": float(np.mean(infer)) * 1e3,
-                           "median": float(np.median(infer)) * 1e3} if infer else None),
+            "timing_ms": (
+                {"mean": float(np.mean(infer)) * 1e3, "median": float(np.median(infer)) * 1e3}
+                if infer
+                else None
+            ),
             "throughput_fps": (len(self.rows) / self.wall_s) if self.wall_s > 0 else None,
             "wall_s": self.wall_s,
             **self.info,
             # Full precision per frame (the CSV rounds to 6 digits), for comparing runs.
-            "per_frame": [{k: r[k] for k in ("index", "stamp_ns", "status", *METRIC_NAMES)}
-                          for r in self.rows],
+            "per_frame": [
+                {k: r[k] for k in ("index", "stamp_ns", "status", *METRIC_NAMES)}
+                for r in self.rows
+            ],
             "notes": list(self.warnings),
             "warnings": list(self.warnings),
         }
 
 
-def write_report(report: EvalReport, out_dir: str | os.PathLike[str], *, plots: bool = True
-                 ) -> dict[str, Any]:
+def write_report(
+    report: EvalReport, out_dir: str | os.PathLike[str], *, plots: bool = True
+) -> dict[str, Any]:
     """Write results.json, per_image.csv, the plots and report.md into ``out_dir`` (each file
     atomically); return the summary. A failing plot is a warning, never a lost report."""
     from cloudypoints_core.evaluation.report import write_per_image_csv, write_results_json
@@ -357,8 +407,11 @@ def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
 
     plots = summary.get("plots") or {}
     model = summary.get("model") or {}
-    lines = [f"# {summary['kind'].capitalize()} bag evaluation: {model.get('name', '?')} on "
-             f"`{summary['bag']}`", ""]
+    lines = [
+        f"# {summary['kind'].capitalize()} bag evaluation: {model.get('name', '?')} on "
+        f"`{summary['bag']}`",
+        "",
+    ]
     if summary["partial"]:
         lines += ["**PARTIAL REPORT**: " + "; ".join(summary["partial_reasons"]), ""]
     frames = summary["frames"]
@@ -370,51 +423,101 @@ def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
         f"- Protocol: {summary['protocol'].get('summary', summary['protocol'].get('name'))}",
     ]
     if summary.get("coverage_mean") is not None:
-        lines.append(f"- Mean coverage (valid ground truth with a model depth): "
-                     f"{summary['coverage_mean']:.4f}")
+        lines.append(
+            f"- Mean coverage (valid ground truth with a model depth): "
+            f"{summary['coverage_mean']:.4f}"
+        )
     if summary.get("dropped_frames") is not None:
-        lines.append(f"- Live replay: {summary.get('frames_published')} input frames, "
-                     f"{summary['dropped_frames']} dropped (no depth came back)")
-    lines += ["", "## Metrics (per frame, then averaged)", "",
-              metrics_table({"all": summary.get("metrics")}, first="frames"), ""]
-    bands = {f"{k} ({v.get('n_images', 0)} frames, {v.get('n_pixels', 0):,} px)": v["metrics"]
-             for k, v in (summary.get("bands") or {}).items() if v.get("metrics")}
+        lines.append(
+            f"- Live replay: {summary.get('frames_published')} input frames, "
+            f"{summary['dropped_frames']} dropped (no depth came back)"
+        )
+    lines += [
+        "",
+        "## Metrics (per frame, then averaged)",
+        "",
+        metrics_table({"all": summary.get("metrics")}, first="frames"),
+        "",
+    ]
+    bands = {
+        f"{k} ({v.get('n_images', 0)} frames, {v.get('n_pixels', 0):,} px)": v["metrics"]
+        for k, v in (summary.get("bands") or {}).items()
+        if v.get("metrics")
+    }
     if bands:
-        lines += ["## By distance band (ground-truth depth)", "",
-                  metrics_table(bands, first="band"), ""]
+        lines += [
+            "## By distance band (ground-truth depth)",
+            "",
+            metrics_table(bands, first="band"),
+            "",
+        ]
     lat = {k: v for k, v in (summary.get("latency") or {}).items() if v}
     if lat:
-        lines += ["## Latency per frame", "",
-                  markdown_table(["stage", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms",
-                                  "max ms"],
-                                 [[k, v["n"], *(f"{v[f]:.2f}" for f in (
-                                     "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"))]
-                                  for k, v in lat.items()]), ""]
+        lines += [
+            "## Latency per frame",
+            "",
+            markdown_table(
+                ["stage", "n", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+                [
+                    [
+                        k,
+                        v["n"],
+                        *(
+                            f"{v[f]:.2f}"
+                            for f in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+                        ),
+                    ]
+                    for k, v in lat.items()
+                ],
+            ),
+            "",
+        ]
         if summary.get("throughput_fps"):
-            lines += [f"Throughput: {summary['throughput_fps']:.2f} frames/s over "
-                      f"{summary.get('wall_s', 0.0):.1f} s.", ""]
-    for key, title in (("examples", "Depth beside ground truth, with the AbsRel error map"),
-                       ("metrics_per_frame", "Metrics along the drive"),
-                       ("error_vs_distance", "Error against distance"),
-                       ("bands", "Errors by distance band"),
-                       ("per_image_abs_rel", "AbsRel per frame"),
-                       ("latency", "Latency per frame")):
+            lines += [
+                f"Throughput: {summary['throughput_fps']:.2f} frames/s over "
+                f"{summary.get('wall_s', 0.0):.1f} s.",
+                "",
+            ]
+    for key, title in (
+        ("examples", "Depth beside ground truth, with the AbsRel error map"),
+        ("metrics_per_frame", "Metrics along the drive"),
+        ("error_vs_distance", "Error against distance"),
+        ("bands", "Errors by distance band"),
+        ("per_image_abs_rel", "AbsRel per frame"),
+        ("latency", "Latency per frame"),
+    ):
         if key in plots:
             lines += [f"### {title}", "", f"![{key}]({plots[key]})", ""]
     scored = [r for r in rows if r.get("status") == "ok"]
     if scored:
         worst = sorted(scored, key=lambda r: -float(r["abs_rel"]))[:5]
-        lines += ["## Worst frames by AbsRel", "",
-                  markdown_table(["frame", "stamp (ns)", "AbsRel", "RMSE", "δ<1.25", "coverage"],
-                                 [[r["key"], r["stamp_ns"], format_metric("abs_rel", r["abs_rel"]),
-                                   format_metric("rmse", r["rmse"]),
-                                   format_metric("a1", r["a1"]), f"{r['coverage']:.3f}"]
-                                  for r in worst]), ""]
+        lines += [
+            "## Worst frames by AbsRel",
+            "",
+            markdown_table(
+                ["frame", "stamp (ns)", "AbsRel", "RMSE", "δ<1.25", "coverage"],
+                [
+                    [
+                        r["key"],
+                        r["stamp_ns"],
+                        format_metric("abs_rel", r["abs_rel"]),
+                        format_metric("rmse", r["rmse"]),
+                        format_metric("a1", r["a1"]),
+                        f"{r['coverage']:.3f}",
+                    ]
+                    for r in worst
+                ],
+            ),
+            "",
+        ]
     warnings = summary.get("warnings") or []
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings[:20]], ""]
-    lines += [f"Every frame: [{PER_FRAME_FILE}]({PER_FRAME_FILE}); machine-readable summary: "
-              f"[{RESULTS_FILE}]({RESULTS_FILE}).", ""]
+    lines += [
+        f"Every frame: [{PER_FRAME_FILE}]({PER_FRAME_FILE}); machine-readable summary: "
+        f"[{RESULTS_FILE}]({RESULTS_FILE}).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -430,21 +533,29 @@ def _write_plots(report: EvalReport, out: Path) -> dict[str, str]:
             # The error map comes from the protocol's own per-pixel evaluation.
             ev = evaluate_image(report.protocol, ex["gt"], ex["pred"])
             rgb = ex["rgb"] if ex["rgb"] is not None else np.zeros((*ex["gt"].shape, 3), np.uint8)
-            examples.append({"title": ex["title"], "rgb": eplots.thumbnail(rgb),
-                             "gt": eplots.thumbnail(ex["gt"]),
-                             "pred": eplots.thumbnail(ex["pred"]),
-                             "abs_rel": eplots.thumbnail(ev.abs_rel_map)})
+            examples.append(
+                {
+                    "title": ex["title"],
+                    "rgb": eplots.thumbnail(rgb),
+                    "gt": eplots.thumbnail(ex["gt"]),
+                    "pred": eplots.thumbnail(ex["pred"]),
+                    "abs_rel": eplots.thumbnail(ev.abs_rel_map),
+                }
+            )
         written["examples"] = eplots.plot_eval_examples(
-            examples, out / "examples.png", report.protocol.max_depth_m).name
+            examples, out / "examples.png", report.protocol.max_depth_m
+        ).name
     if ok:
         written["per_image_abs_rel"] = eplots.plot_per_image_metric(
-            [float(r["abs_rel"]) for r in ok], out / "per_image_abs_rel.png").name
+            [float(r["abs_rel"]) for r in ok], out / "per_image_abs_rel.png"
+        ).name
         fig = eplots.new_figure(7.0, 4.0)
         ax1 = fig.add_subplot(2, 1, 1)
         ax1.plot([r["index"] for r in ok], [r["abs_rel"] for r in ok], ".-", color="C3")
         ax1.set_ylabel("AbsRel")
-        ax1.set_title(f"{report.kind} evaluation per frame"
-                      + (" (PARTIAL)" if report.partial else ""))
+        ax1.set_title(
+            f"{report.kind} evaluation per frame" + (" (PARTIAL)" if report.partial else "")
+        )
         ax2 = fig.add_subplot(2, 1, 2, sharex=ax1)
         ax2.plot([r["index"] for r in ok], [r["a1"] for r in ok], ".-", color="C2")
         ax2.set_ylabel("δ < 1.25")
@@ -454,11 +565,17 @@ def _write_plots(report: EvalReport, out: Path) -> dict[str, str]:
         from cloudypoints_core.evaluation.protocols import DISTANCE_CURVE_EDGES_M
 
         with np.errstate(invalid="ignore", divide="ignore"):
-            curve = np.where(report.curve_counts > 0,
-                             report.curve_sums / np.maximum(report.curve_counts, 1), np.nan)
+            curve = np.where(
+                report.curve_counts > 0,
+                report.curve_sums / np.maximum(report.curve_counts, 1),
+                np.nan,
+            )
         written["error_vs_distance"] = eplots.plot_error_vs_distance(
-            np.asarray(DISTANCE_CURVE_EDGES_M), curve, report.curve_counts,
-            out / "error_vs_distance.png").name
+            np.asarray(DISTANCE_CURVE_EDGES_M),
+            curve,
+            report.curve_counts,
+            out / "error_vs_distance.png",
+        ).name
     band_means = {k: mean_errors(v) for k, v in report.band_rows.items() if v}
     if band_means:
         written["bands"] = eplots.plot_band_errors(band_means, out / "bands.png").name
@@ -590,8 +707,9 @@ def evaluate_bag(
         from cloudypoints_core.inference.facade import DepthEstimator
 
         try:
-            estimator = DepthEstimator.from_package(model, backend=backend, device=device,
-                                                    **dict(estimator_options or {}))
+            estimator = DepthEstimator.from_package(
+                model, backend=backend, device=device, **dict(estimator_options or {})
+            )
         except BaseException:
             frames.close()
             raise
@@ -602,16 +720,21 @@ def evaluate_bag(
     example_at = set(np.linspace(0, max(n_total - 1, 0), N_EXAMPLES).round().astype(int).tolist())
     final_protocol = protocol
 
-    def score(index: int, stamp: int, gt: Any, pred: Any, read_s: float, infer_s: float
-              ) -> tuple[int, int, FrameScore, float, float, float]:
+    def score(
+        index: int, stamp: int, gt: Any, pred: Any, read_s: float, infer_s: float
+    ) -> tuple[int, int, FrameScore, float, float, float]:
         t0 = time.perf_counter()
         result = score_frame(gt, pred, final_protocol, detailed=detailed)
         return index, stamp, result, read_s, infer_s, time.perf_counter() - t0
 
     scored: list[Future[tuple[int, int, FrameScore, float | None, float | None, float | None]]]
     scored = []
-    bar = tqdm(total=n_total or None, desc=f"evaluate {Path(bag).name}", unit="frame",
-               disable=not progress)
+    bar = tqdm(
+        total=n_total or None,
+        desc=f"evaluate {Path(bag).name}",
+        unit="frame",
+        disable=not progress,
+    )
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudypoints-score")
     try:
         stream = iter(first) if first_error else _chain(first, frames)
@@ -628,20 +751,41 @@ def evaluate_bag(
                 result = estimator.predict(frame.rgb, frame.intrinsics, output_resolution="input")
             except CloudyPointsError as exc:
                 done: Future[Any] = Future()
-                done.set_result((frame.index, frame.stamp_ns,
-                                 FrameScore("error", note=f"inference failed: {exc}"),
-                                 frame.read_s, None, None))
+                done.set_result(
+                    (
+                        frame.index,
+                        frame.stamp_ns,
+                        FrameScore("error", note=f"inference failed: {exc}"),
+                        frame.read_s,
+                        None,
+                        None,
+                    )
+                )
                 scored.append(done)
                 report.warnings.append(f"frame {frame.index}: inference failed: {exc}")
                 bar.update(1)
                 continue
             infer_s = time.perf_counter() - t0
-            scored.append(pool.submit(score, frame.index, frame.stamp_ns, frame.depth_gt_m,
-                                      result.depth_m, frame.read_s, infer_s))
+            scored.append(
+                pool.submit(
+                    score,
+                    frame.index,
+                    frame.stamp_ns,
+                    frame.depth_gt_m,
+                    result.depth_m,
+                    frame.read_s,
+                    infer_s,
+                )
+            )
             if frame.index in example_at and frame.depth_gt_m is not None:
-                report.examples.append({"title": f"frame {frame.index} ({frame.stamp_ns} ns)",
-                                        "rgb": frame.rgb, "gt": frame.depth_gt_m,
-                                        "pred": result.depth_m})
+                report.examples.append(
+                    {
+                        "title": f"frame {frame.index} ({frame.stamp_ns} ns)",
+                        "rgb": frame.rgb,
+                        "gt": frame.depth_gt_m,
+                        "pred": result.depth_m,
+                    }
+                )
             bar.update(1)
     finally:
         bar.close()
@@ -649,19 +793,24 @@ def evaluate_bag(
         pool.shutdown(wait=True)
     for future in scored:
         index, stamp, frame_score, read_s, infer_s, metrics_s = future.result()
-        report.add_row(index, stamp, frame_score, read=read_s, inference=infer_s,
-                       metrics=metrics_s)
-        if "resampled" in frame_score.note and not any("resampled" in w
-                                                        for w in report.warnings):
-            report.warnings.append(f"ground truth and prediction sizes differ: "
-                                   f"{frame_score.note}")
+        report.add_row(
+            index, stamp, frame_score, read=read_s, inference=infer_s, metrics=metrics_s
+        )
+        if "resampled" in frame_score.note and not any("resampled" in w for w in report.warnings):
+            report.warnings.append(f"ground truth and prediction sizes differ: {frame_score.note}")
     report.wall_s = time.perf_counter() - t_start
     _finish_offline(report, reader)
-    summary = (write_report(report, out_dir, plots=plots) if out_dir is not None
-               else _json_safe(report.summary()))
-    log.info("evaluated %d frames of %s%s", report.counts()["ok"], bag,
-             " (PARTIAL: " + "; ".join(summary["partial_reasons"]) + ")" if summary["partial"]
-             else "")
+    summary = (
+        write_report(report, out_dir, plots=plots)
+        if out_dir is not None
+        else _json_safe(report.summary())
+    )
+    log.info(
+        "evaluated %d frames of %s%s",
+        report.counts()["ok"],
+        bag,
+        " (PARTIAL: " + "; ".join(summary["partial_reasons"]) + ")" if summary["partial"] else "",
+    )
     return summary
 
 
@@ -687,8 +836,9 @@ def _finish_offline(report: EvalReport, reader: Any) -> None:
         report.partial_reasons.append("the bag has no ground-truth depth topic")
     failed = report.counts()["error"]
     if failed:
-        report.partial_reasons.append(f"{failed} frames failed (inference or scoring); see "
-                                      "the notes of per_image.csv")
+        report.partial_reasons.append(
+            f"{failed} frames failed (inference or scoring); see the notes of per_image.csv"
+        )
     if not any(r["status"] == "ok" for r in report.rows):
         report.examples.clear()
 

@@ -62,8 +62,9 @@ def image_message(
     array: npt.NDArray[Any], encoding: str, stamp_ns: int, frame_id: str = DEFAULT_FRAME_ID
 ) -> Any:
     """A ``sensor_msgs/Image`` holding ``array`` in ``encoding`` (any of ``image.ENCODINGS``)."""
-    return _types()[IMAGE_TYPE](header=header_message(stamp_ns, frame_id),
-                                **_image_fields(array, encoding))
+    return _types()[IMAGE_TYPE](
+        header=header_message(stamp_ns, frame_id), **_image_fields(array, encoding)
+    )
 
 
 def depth_message(

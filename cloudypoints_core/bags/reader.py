@@ -275,8 +275,10 @@ def _mcap_file(source: Path) -> Path | None:
 
 def _looks_truncated(exc: Exception) -> bool:
     text = str(exc).lower()
-    return any(word in text for word in ("magic", "footer", "summary", "unexpected end",
-                                         "not enough", "truncat"))
+    return any(
+        word in text
+        for word in ("magic", "footer", "summary", "unexpected end", "not enough", "truncat")
+    )
 
 
 class _SingleFileReader:
@@ -338,8 +340,11 @@ def _info_of(reader: Any, path: Path) -> BagInfo:
     meta = _read_metadata(source) if source.is_dir() else {}
     storage = str(meta.get("storage_identifier") or "")
     if not storage:
-        suffix = source.suffix if source.is_file() else next(
-            (p.suffix for p in source.iterdir() if p.suffix in (".mcap", ".db3")), "")
+        suffix = (
+            source.suffix
+            if source.is_file()
+            else next((p.suffix for p in source.iterdir() if p.suffix in (".mcap", ".db3")), "")
+        )
         storage = {".mcap": "mcap", ".db3": "sqlite3"}.get(suffix, "")
     if meta.get("compression_mode"):
         mode, fmt = meta.get("compression_mode"), meta.get("compression_format")

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 from cloudypoints_core.bags.evaluate import RESULTS_FILE, EvalReport, make_protocol, write_report
 from cloudypoints_core.errors import BagError
@@ -81,8 +81,11 @@ class _Process:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGINT, then SIGTERM, then SIGKILL until it exits; returns the exit code."""
-        for sig, wait in ((signal.SIGINT, timeout_s), (signal.SIGTERM, timeout_s / 2),
-                          (signal.SIGKILL, 5.0)):
+        for sig, wait in (
+            (signal.SIGINT, timeout_s),
+            (signal.SIGTERM, timeout_s / 2),
+            (signal.SIGKILL, 5.0),
+        ):
             if self.proc.poll() is not None:
                 break
             with contextlib.suppress(ProcessLookupError):
@@ -108,8 +111,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def node_command(opts: ReplayOptions, image_topic: str, info_topic: str, compressed: bool
-                 ) -> list[str]:
+def node_command(
+    opts: ReplayOptions, image_topic: str, info_topic: str, compressed: bool
+) -> list[str]:
     """``python -m cloudypoints_ros.depth_node --ros-args ...`` for this replay."""
     params = {
         "model_path": opts.model or "",
@@ -125,8 +129,14 @@ def node_command(opts: ReplayOptions, image_topic: str, info_topic: str, compres
     cmd = [opts.python, "-m", "cloudypoints_ros.depth_node", "--ros-args"]
     for key, value in params.items():
         cmd += ["-p", f"{key}:={value}"]
-    cmd += ["-r", f"image:={base}", "-r", f"image/compressed:={base}/compressed",
-            "-r", f"camera_info:={info_topic}"]
+    cmd += [
+        "-r",
+        f"image:={base}",
+        "-r",
+        f"image/compressed:={base}/compressed",
+        "-r",
+        f"camera_info:={info_topic}",
+    ]
     return cmd
 
 
@@ -136,11 +146,14 @@ def run_replay_eval(opts: ReplayOptions) -> dict[str, Any]:
 
     info = bag_info(opts.bag)
     with open_bag(opts.bag) as reader:
-        streams = resolve_streams(reader, opts.image_topic, opts.info_topic, opts.gt_topic,
-                                  path=opts.bag)
+        streams = resolve_streams(
+            reader, opts.image_topic, opts.info_topic, opts.gt_topic, path=opts.bag
+        )
     if streams.camera_info is None:
-        raise BagError(f"bag {opts.bag} has no CameraInfo topic: the node cannot run on it "
-                       f"(topics: {info.topic_list()})")
+        raise BagError(
+            f"bag {opts.bag} has no CameraInfo topic: the node cannot run on it "
+            f"(topics: {info.topic_list()})"
+        )
     if not opts.rate > 0:
         raise BagError(f"rate must be positive, got {opts.rate}")
     out = Path(opts.out_dir)
@@ -161,15 +174,32 @@ def run_replay_eval(opts: ReplayOptions) -> dict[str, Any]:
     image_count = sum(t.count for t in info.topics if t.name == streams.image)
     image_type = next(t.msgtype for t in info.topics if t.name == streams.image)
     # Resolved here (the bag's metadata says its source) so the evaluator gets a concrete name.
-    protocol = make_protocol(opts.protocol, info.custom_data.get("cloudypoints.source"),
-                             median_scaling=opts.median_scaling)
+    protocol = make_protocol(
+        opts.protocol,
+        info.custom_data.get("cloudypoints.source"),
+        median_scaling=opts.median_scaling,
+    )
 
     evaluator_cmd = [
-        py, "-m", "cloudypoints_ros.replay_evaluator", "--depth-topic", NODE_DEPTH_TOPIC,
-        "--gt-topic", streams.depth_gt or "", "--out", str(out), "--bag", str(opts.bag),
-        "--image-topic", streams.image, "--image-type", image_type,
-        "--status", str(status_file),
-        "--protocol", protocol.name,
+        py,
+        "-m",
+        "cloudypoints_ros.replay_evaluator",
+        "--depth-topic",
+        NODE_DEPTH_TOPIC,
+        "--gt-topic",
+        streams.depth_gt or "",
+        "--out",
+        str(out),
+        "--bag",
+        str(opts.bag),
+        "--image-topic",
+        streams.image,
+        "--image-type",
+        image_type,
+        "--status",
+        str(status_file),
+        "--protocol",
+        protocol.name,
     ]
     if opts.median_scaling:
         evaluator_cmd.append("--median-scaling")
@@ -179,31 +209,50 @@ def run_replay_eval(opts: ReplayOptions) -> dict[str, Any]:
         evaluator_cmd.append("--no-plots")
     topics = [t for t in (streams.image, streams.camera_info, streams.depth_gt) if t]
     # Recorded stamps kept (--no-restamp): the report's stamps are the bag's, as offline.
-    player_cmd = [py, "-m", "cloudypoints_ros.player", str(opts.bag), "--rate", str(opts.rate),
-                  "--no-restamp", "--wait-timeout", str(max(5.0, opts.startup_timeout_s / 2)),
-                  # Discovery is per pair of processes: a moment for the evaluator to match the
-                  # node's publisher after the player saw their subscriptions.
-                  "--start-delay", "1.0", "--linger", "0.5"]
+    player_cmd = [
+        py,
+        "-m",
+        "cloudypoints_ros.player",
+        str(opts.bag),
+        "--rate",
+        str(opts.rate),
+        "--no-restamp",
+        "--wait-timeout",
+        str(max(5.0, opts.startup_timeout_s / 2)),
+        # Discovery is per pair of processes: a moment for the evaluator to match the
+        # node's publisher after the player saw their subscriptions.
+        "--start-delay",
+        "1.0",
+        "--linger",
+        "0.5",
+    ]
     for topic in topics:
         player_cmd += ["--topic", topic, "--wait-for", topic]
 
     started = time.monotonic()
     try:
         procs["evaluator"] = _Process("evaluator", evaluator_cmd, logs, env)
-        procs["node"] = _Process("node", node_command(opts, streams.image, streams.camera_info,
-                                                      streams.compressed), logs, env)
+        procs["node"] = _Process(
+            "node",
+            node_command(opts, streams.image, streams.camera_info, streams.compressed),
+            logs,
+            env,
+        )
         # 1. The node is ready when its depth publisher exists (created after the model loads).
         while True:
             status = _read_json(status_file) or {}
             if status.get("depth_publishers", 0) >= 1:
                 break
             if not procs["node"].alive():
-                reasons.append(f"the depth node exited during start-up (code "
-                               f"{procs['node'].proc.returncode}): {procs['node'].tail(5)}")
+                reasons.append(
+                    f"the depth node exited during start-up (code "
+                    f"{procs['node'].proc.returncode}): {procs['node'].tail(5)}"
+                )
                 break
             if not procs["evaluator"].alive():
-                reasons.append(f"the evaluator exited during start-up: "
-                               f"{procs['evaluator'].tail(5)}")
+                reasons.append(
+                    f"the evaluator exited during start-up: {procs['evaluator'].tail(5)}"
+                )
                 break
             if time.monotonic() - started > opts.startup_timeout_s or time.monotonic() > deadline:
                 reasons.append(f"the node was not ready after {opts.startup_timeout_s:.0f} s")
@@ -224,8 +273,10 @@ def run_replay_eval(opts: ReplayOptions) -> dict[str, Any]:
                     reasons.append(f"timed out after {timeout_s:.0f} s")
                     break
                 if not procs["node"].alive():
-                    reasons.append(f"the depth node died (code {procs['node'].proc.returncode}):"
-                                   f" {procs['node'].tail(5)}")
+                    reasons.append(
+                        f"the depth node died (code {procs['node'].proc.returncode}):"
+                        f" {procs['node'].tail(5)}"
+                    )
                     break
                 if not procs["evaluator"].alive():
                     reasons.append(f"the evaluator died: {procs['evaluator'].tail(5)}")
@@ -244,14 +295,15 @@ def run_replay_eval(opts: ReplayOptions) -> dict[str, Any]:
     summary = _read_json(out / RESULTS_FILE)
     if summary is None:
         # The evaluator left no report (it died or never started): write one that says why.
-        reasons.append("the evaluator wrote no report"
-                       + (f": {procs['evaluator'].tail(5)}" if "evaluator" in procs else ""))
+        reasons.append(
+            "the evaluator wrote no report"
+            + (f": {procs['evaluator'].tail(5)}" if "evaluator" in procs else "")
+        )
         report = EvalReport(kind="live", bag=str(opts.bag), protocol=protocol)
         report.partial_reasons.extend(reasons)
         summary = write_report(report, out, plots=False)
     if codes.get("player") not in (0, None):
-        reasons.append(f"the player failed (code {codes['player']}): "
-                       f"{procs['player'].tail(5)}")
+        reasons.append(f"the player failed (code {codes['player']}): {procs['player'].tail(5)}")
     summary["partial_reasons"] = list(summary.get("partial_reasons", [])) + [
         r for r in reasons if r not in summary.get("partial_reasons", [])
     ]

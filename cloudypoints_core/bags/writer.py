@@ -191,8 +191,13 @@ class BagWriter:
         os.replace(staged, self.path)
         self._staging.rmdir()  # type: ignore[union-attr]
         self._staging = None
-        log.info("wrote %d frames to %s (%s, %s)", self.frames_written, self.path, self.storage,
-                 self.image_format)
+        log.info(
+            "wrote %d frames to %s (%s, %s)",
+            self.frames_written,
+            self.path,
+            self.storage,
+            self.image_format,
+        )
 
     def _discard(self) -> None:
         if self._writer is not None:
@@ -239,8 +244,12 @@ class BagWriter:
             depth = np.asarray(depth_m)
             if depth.shape != rgb_arr.shape[:2]:
                 # Allowed (ground truth may come at another resolution) but worth a word.
-                log.warning("depth %s and image %s differ in size at stamp %d", depth.shape,
-                            rgb_arr.shape[:2], stamp_ns)
+                log.warning(
+                    "depth %s and image %s differ in size at stamp %d",
+                    depth.shape,
+                    rgb_arr.shape[:2],
+                    stamp_ns,
+                )
             msg = m.depth_message(depth, stamp_ns, self.frame_id)
             self._writer.write(self._conns["depth_gt"], stamp_ns, m.serialize(msg))
         self._last_stamp = stamp_ns
@@ -299,8 +308,9 @@ def write_synthcity_bag(
         seed, n_frames, width, height, speed_mps=speed_mps, rate_hz=rate_hz
     )
     records = (
-        FrameRecord(rgb=f.rgb, intrinsics=f.intrinsics, stamp_ns=int(f.stamp_ns),
-                    depth_m=f.depth_m)
+        FrameRecord(
+            rgb=f.rgb, intrinsics=f.intrinsics, stamp_ns=int(f.stamp_ns), depth_m=f.depth_m
+        )
         for f in frames
     )
     return write_frames_bag(

@@ -52,8 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--eval", required=True, action="append",
-                        help="folder written by 'cloudypoints evaluate' (repeat for several)")
+    parser.add_argument(
+        "--eval",
+        required=True,
+        action="append",
+        help="folder written by 'cloudypoints evaluate' (repeat for several)",
+    )
     parser.add_argument("--train-run", help="training run folder written by 'cloudypoints train'")
     parser.add_argument("--out", required=True, help="card file to write, e.g. MODEL_CARD.md")
     parser.add_argument("--title", help="card title (default: the model's name)")

@@ -190,19 +190,47 @@ def _play(run: _Run, input_bag: Path, output_bag: Path) -> None:
     env = _ros_environment(cfg)
     topics = [arg for t, ty in RECORDED_TOPICS.items() for arg in ("-t", f"{t}:{ty}")]
     _start(run, "recorder", "cloudypoints_ros.recorder", [str(output_bag), *topics], env)
-    node_args = ["--ros-args", "-r", f"__ns:={NAMESPACE}",
-                 "-p", f"model_path:={run.model}", "-p", f"backend:={cfg.backend}",
-                 "-p", f"device:={cfg.device}", "-p", "stats_period_s:=0.5",
-                 "-p", f"reliable_input:={'true' if cfg.reliable_input else 'false'}"]
+    node_args = [
+        "--ros-args",
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-p",
+        f"model_path:={run.model}",
+        "-p",
+        f"backend:={cfg.backend}",
+        "-p",
+        f"device:={cfg.device}",
+        "-p",
+        "stats_period_s:=0.5",
+        "-p",
+        f"reliable_input:={'true' if cfg.reliable_input else 'false'}",
+    ]
     _start(run, "node", "cloudypoints_ros.depth_node", node_args, env)
-    _start(run, "player", "cloudypoints_ros.player",
-           [str(input_bag), "--wait-for", IMAGE_TOPIC, "--wait-for", DEPTH_GT_TOPIC,
-            "--wait-timeout", str(cfg.timeout_s), "--start-delay", "1.0", "--linger", "0.5"],
-           env)
+    _start(
+        run,
+        "player",
+        "cloudypoints_ros.player",
+        [
+            str(input_bag),
+            "--wait-for",
+            IMAGE_TOPIC,
+            "--wait-for",
+            DEPTH_GT_TOPIC,
+            "--wait-timeout",
+            str(cfg.timeout_s),
+            "--start-delay",
+            "1.0",
+            "--linger",
+            "0.5",
+        ],
+        env,
+    )
     deadline = run.started + cfg.timeout_s
     player, node, recorder = (run.children[n] for n in ("player", "node", "recorder"))
-    log.info("node, recorder and player started (ROS_DOMAIN_ID=%s); waiting for the drive to "
-             "play", env["ROS_DOMAIN_ID"])
+    log.info(
+        "node, recorder and player started (ROS_DOMAIN_ID=%s); waiting for the drive to play",
+        env["ROS_DOMAIN_ID"],
+    )
     while player.alive():
         for child in (node, recorder):
             if not child.alive():
@@ -268,12 +296,16 @@ def _read_outputs(bag: Path, n_clouds: int) -> _Recorded:
                 out.latency_s.append((int(log_ns) - stamp) / 1e9)
             elif conn.topic == POINTS_TOPIC:
                 out.clouds[_stamp_ns(msg)] = PackedCloud(
-                    fields=tuple(PointFieldSpec(f.name, f.offset, f.datatype, f.count)
-                                 for f in msg.fields),
+                    fields=tuple(
+                        PointFieldSpec(f.name, f.offset, f.datatype, f.count) for f in msg.fields
+                    ),
                     data=np.array(msg.data, dtype=np.uint8).reshape(-1),
-                    height=int(msg.height), width=int(msg.width),
-                    point_step=int(msg.point_step), row_step=int(msg.row_step),
-                    is_dense=bool(msg.is_dense), is_bigendian=bool(msg.is_bigendian),
+                    height=int(msg.height),
+                    width=int(msg.width),
+                    point_step=int(msg.point_step),
+                    row_step=int(msg.row_step),
+                    is_dense=bool(msg.is_dense),
+                    is_bigendian=bool(msg.is_bigendian),
                 )
             elif conn.topic == DIAGNOSTICS_TOPIC:
                 for status in msg.status:
@@ -302,15 +334,17 @@ def _depth_panel(
     panels = [
         rgb if rgb is not None and rgb.shape[:2] == (h, w) else np.zeros((h, w, 3), np.uint8),
         colorize_depth(pred, 0.0, max_m),
-        colorize_depth(gt, 0.0, max_m) if gt is not None and gt.shape == (h, w)
+        colorize_depth(gt, 0.0, max_m)
+        if gt is not None and gt.shape == (h, w)
         else np.zeros((h, w, 3), np.uint8),
     ]
     gap = np.full((h, 4, 3), 255, np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
 
 
-def _cloud_views(path: Path, xyz: npt.NDArray[np.float32], rgb: npt.NDArray[np.uint8] | None,
-                 title: str) -> None:
+def _cloud_views(
+    path: Path, xyz: npt.NDArray[np.float32], rgb: npt.NDArray[np.uint8] | None, title: str
+) -> None:
     """One cloud seen from above (x right, z forward) and from the side (z forward, up = -y)."""
     from cloudypoints_core.evaluation.plots import new_figure, save_figure
 
@@ -346,8 +380,13 @@ def _latency_ms(values_s: Sequence[float]) -> dict[str, float] | None:
         return None
     ms = np.asarray(values_s, dtype=np.float64) * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"n": int(ms.size), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "max_ms": float(ms.max())}
+    return {
+        "n": int(ms.size),
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "max_ms": float(ms.max()),
+    }
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -394,8 +433,12 @@ def _summary_markdown(summary: Mapping[str, Any]) -> str:
         "",
         "| AbsRel | SqRel | RMSE | RMSE log | a1 | a2 | a3 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        "| " + " | ".join(_fmt(metrics.get(k)) for k in
-                          ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")) + " |",
+        "| "
+        + " | ".join(
+            _fmt(metrics.get(k))
+            for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+        )
+        + " |",
         "",
         "Files: `depth/` (camera | predicted depth | ground truth, 0-"
         f"{EVAL_MAX_DEPTH_M:g} m), `clouds/*.ply`, `cloud_views.png`, `input_bag/`, "
@@ -423,8 +466,10 @@ def _analyse(run: _Run, output_bag: Path, wall_s: float) -> dict[str, Any]:
             if scored.metrics is not None:
                 rows.append(scored.metrics)
                 coverage.append(scored.coverage)
-        _write_png(cfg.out / "depth" / f"frame_{i:04d}.png",
-                   _depth_panel(rec.rgb.get(stamp), pred, gt, EVAL_MAX_DEPTH_M))
+        _write_png(
+            cfg.out / "depth" / f"frame_{i:04d}.png",
+            _depth_panel(rec.rgb.get(stamp), pred, gt, EVAL_MAX_DEPTH_M),
+        )
     order = {stamp: k for k, stamp in enumerate(sorted(rec.depth))}
     for i, (stamp, packed) in enumerate(sorted(rec.clouds.items())):
         xyz, rgb = unpack_points(packed)
@@ -432,9 +477,13 @@ def _analyse(run: _Run, output_bag: Path, wall_s: float) -> dict[str, Any]:
         write_ply(cfg.out / "clouds" / f"cloud_frame_{frame:04d}.ply", xyz, rgb)
         if i == len(rec.clouds) // 2:
             n_points = int(np.isfinite(xyz).all(axis=-1).sum())
-            _cloud_views(cfg.out / "cloud_views.png", xyz, rgb,
-                         f"point cloud of output frame {frame} ({n_points} points, coloured "
-                         "by the camera image)")
+            _cloud_views(
+                cfg.out / "cloud_views.png",
+                xyz,
+                rgb,
+                f"point cloud of output frame {frame} ({n_points} points, coloured "
+                "by the camera image)",
+            )
     diag = rec.diagnostics
 
     def diag_int(key: str) -> int | None:
@@ -445,11 +494,20 @@ def _analyse(run: _Run, output_bag: Path, wall_s: float) -> dict[str, Any]:
         return value if math.isfinite(value) else None
 
     return {
-        "model": {"path": run.model, "backend": diag.get("backend"), "device": diag.get("device"),
-                  "name": diag.get("model")},
-        "input": {"seed": cfg.seed, "frames": cfg.frames, "width": cfg.width,
-                  "height": cfg.height, "rate_hz": cfg.rate_hz,
-                  "qos": "reliable" if cfg.reliable_input else "best-effort"},
+        "model": {
+            "path": run.model,
+            "backend": diag.get("backend"),
+            "device": diag.get("device"),
+            "name": diag.get("model"),
+        },
+        "input": {
+            "seed": cfg.seed,
+            "frames": cfg.frames,
+            "width": cfg.width,
+            "height": cfg.height,
+            "rate_hz": cfg.rate_hz,
+            "qos": "reliable" if cfg.reliable_input else "best-effort",
+        },
         "frames": {
             "published": cfg.frames,
             "node_in": diag_int("frames_in"),
@@ -457,18 +515,24 @@ def _analyse(run: _Run, output_bag: Path, wall_s: float) -> dict[str, Any]:
             "node_out": diag_int("frames_out"),
             "node_dropped": diag_int("dropped"),
             "node_errors": diag_int("errors"),
-            "lost_in_transport": None if diag_int("frames_in") is None
+            "lost_in_transport": None
+            if diag_int("frames_in") is None
             else cfg.frames - int(diag["frames_in"]),
         },
         "latency_ms": {
-            "node_stamp_to_publish": {q: diag_float(f"latency_{q}_ms") for q in ("p50", "p90",
-                                                                               "p99")},
-            "node_processing": {q: diag_float(f"processing_{q}_ms") for q in ("p50", "p90",
-                                                                            "p99")},
+            "node_stamp_to_publish": {
+                q: diag_float(f"latency_{q}_ms") for q in ("p50", "p90", "p99")
+            },
+            "node_processing": {
+                q: diag_float(f"processing_{q}_ms") for q in ("p50", "p90", "p99")
+            },
             "end_to_end": _latency_ms(rec.latency_s),
         },
-        "evaluation": {"frames_scored": len(rows), "protocol": protocol.summary(),
-                       "mean_coverage": float(np.mean(coverage)) if coverage else None},
+        "evaluation": {
+            "frames_scored": len(rows),
+            "protocol": protocol.summary(),
+            "mean_coverage": float(np.mean(coverage)) if coverage else None,
+        },
         "depth_error": mean_errors(rows) if rows else None,
         "outputs": {"depth_pngs": len(rec.depth), "ply_clouds": len(rec.clouds)},
         "wall_time_s": wall_s,
@@ -495,10 +559,23 @@ def run_demo(config: DemoConfig) -> int:
     for old in (output_bag, out / "depth", out / "clouds"):
         if old.exists():
             shutil.rmtree(old)
-    log.info("writing the SynthCity drive (seed %d, %d frames %dx%d) to %s", config.seed,
-             config.frames, config.width, config.height, input_bag)
-    write_synthcity_bag(input_bag, seed=config.seed, n_frames=config.frames, width=config.width,
-                        height=config.height, rate_hz=config.rate_hz, overwrite=True)
+    log.info(
+        "writing the SynthCity drive (seed %d, %d frames %dx%d) to %s",
+        config.seed,
+        config.frames,
+        config.width,
+        config.height,
+        input_bag,
+    )
+    write_synthcity_bag(
+        input_bag,
+        seed=config.seed,
+        n_frames=config.frames,
+        width=config.width,
+        height=config.height,
+        rate_hz=config.rate_hz,
+        overwrite=True,
+    )
     run = _Run(config, model)
     try:
         _play(run, input_bag, output_bag)
@@ -512,10 +589,17 @@ def run_demo(config: DemoConfig) -> int:
     atomic_write_text(out / "summary.md", _summary_markdown(summary))
     frames = summary["frames"]
     metrics = summary["depth_error"] or {}
-    log.info("frames: %d published, %s received by the node, %d depth images out, %s dropped; "
-             "AbsRel %s, a1 %s; report in %s", frames["published"], frames["node_in"],
-             frames["out"], frames["node_dropped"], _fmt(metrics.get("abs_rel")),
-             _fmt(metrics.get("a1")), out / "summary.md")
+    log.info(
+        "frames: %d published, %s received by the node, %d depth images out, %s dropped; "
+        "AbsRel %s, a1 %s; report in %s",
+        frames["published"],
+        frames["node_in"],
+        frames["out"],
+        frames["node_dropped"],
+        _fmt(metrics.get("abs_rel")),
+        _fmt(metrics.get("a1")),
+        out / "summary.md",
+    )
     if frames["out"] == 0:
         log.error("the node published no depth; see %s", out / "logs" / "node.log")
         return 1
@@ -530,10 +614,12 @@ def register(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--out", type=Path, default=defaults.out, help="output folder")
-    p.add_argument("--model", default=None,
-                   help="model package (folder or .onnx); default: the bundled model")
-    p.add_argument("--backend", default=defaults.backend,
-                   choices=("auto", "onnxruntime", "torch", "tensorrt"))
+    p.add_argument(
+        "--model", default=None, help="model package (folder or .onnx); default: the bundled model"
+    )
+    p.add_argument(
+        "--backend", default=defaults.backend, choices=("auto", "onnxruntime", "torch", "tensorrt")
+    )
     p.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=defaults.seed, help="SynthCity street")
     p.add_argument("--frames", type=int, default=defaults.frames)
@@ -541,21 +627,38 @@ def register(subparsers: Any) -> None:
     p.add_argument("--height", type=int, default=defaults.height)
     p.add_argument("--rate", type=float, default=defaults.rate_hz, help="frames per second")
     p.add_argument("--ply", type=int, default=defaults.n_ply, help="PLY clouds to write")
-    p.add_argument("--domain-id", type=int, default=None,
-                   help="ROS_DOMAIN_ID of the node (default: $ROS_DOMAIN_ID or 77)")
-    p.add_argument("--timeout", type=float, default=defaults.timeout_s,
-                   help="give up after this many seconds")
-    p.add_argument("--best-effort", action="store_true",
-                   help="subscribe with the node's default sensor-data QoS (best effort) instead "
-                   "of reliable; frames the middleware drops are then reported as lost")
+    p.add_argument(
+        "--domain-id",
+        type=int,
+        default=None,
+        help="ROS_DOMAIN_ID of the node (default: $ROS_DOMAIN_ID or 77)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=defaults.timeout_s, help="give up after this many seconds"
+    )
+    p.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="subscribe with the node's default sensor-data QoS (best effort) instead "
+        "of reliable; frames the middleware drops are then reported as lost",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     config = DemoConfig(
-        out=args.out, model=args.model, backend=args.backend, device=args.device,
-        seed=args.seed, frames=args.frames, width=args.width, height=args.height,
-        rate_hz=args.rate, n_ply=args.ply, domain_id=args.domain_id, timeout_s=args.timeout,
+        out=args.out,
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+        seed=args.seed,
+        frames=args.frames,
+        width=args.width,
+        height=args.height,
+        rate_hz=args.rate,
+        n_ply=args.ply,
+        domain_id=args.domain_id,
+        timeout_s=args.timeout,
         reliable_input=not args.best_effort,
     )
     return run_demo(config)

@@ -78,12 +78,18 @@ def eda(
         title = f"SynthCity, {len(seeds)} seeds at {size[0]}x{size[1]}"
     else:
         raise ConfigError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
-    summary = run_eda(sources, out, title=title, limit=limit, n_examples=examples, cap_m=cap_m,
-                      progress=progress)
+    summary = run_eda(
+        sources, out, title=title, limit=limit, n_examples=examples, cap_m=cap_m, progress=progress
+    )
     for name, entry in summary["splits"].items():
         depth = entry["depth"]
-        log.info("%s: %d frames, valid %.3f, median depth %s m", name, entry["frames"],
-                 depth["valid_ratio"], f"{depth['percentiles_m']['p50']:.2f}")
+        log.info(
+            "%s: %d frames, valid %.3f, median depth %s m",
+            name,
+            entry["frames"],
+            depth["valid_ratio"],
+            f"{depth['percentiles_m']['p50']:.2f}",
+        )
     log.info("report: %s", Path(out) / "report.md")
     return 0
 
@@ -126,20 +132,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--out", required=True, help="output folder (created)")
-    parser.add_argument("--root", help="Cityscapes root (holds leftImg8bit/, disparity/, "
-                                       f"camera/); default ${ROOT_ENV}")
-    parser.add_argument("--splits", nargs="+", choices=("train", "val", "test"),
-                        help="Cityscapes splits (default: every split present)")
-    parser.add_argument("--sequence", action="store_true",
-                        help="analyse leftImg8bit_sequence/disparity_sequence instead")
-    parser.add_argument("--seeds", help=f"SynthCity seeds, e.g. 0-19 or 1,5,9 (default "
-                                        f"{DEFAULT_EDA_SEEDS})")
+    parser.add_argument(
+        "--root",
+        help=f"Cityscapes root (holds leftImg8bit/, disparity/, camera/); default ${ROOT_ENV}",
+    )
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        choices=("train", "val", "test"),
+        help="Cityscapes splits (default: every split present)",
+    )
+    parser.add_argument(
+        "--sequence",
+        action="store_true",
+        help="analyse leftImg8bit_sequence/disparity_sequence instead",
+    )
+    parser.add_argument(
+        "--seeds", help=f"SynthCity seeds, e.g. 0-19 or 1,5,9 (default {DEFAULT_EDA_SEEDS})"
+    )
     parser.add_argument("--size", default="512x256", help="SynthCity frame size WxH (512x256)")
     parser.add_argument("--frames-per-seed", type=int, default=1, help="SynthCity frames per seed")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="read at most N frames per split for the depth statistics")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="read at most N frames per split for the depth statistics",
+    )
     parser.add_argument("--examples", type=int, default=4, help="example pairs to draw (4)")
-    parser.add_argument("--cap", type=float, default=80.0,
-                        help="evaluation depth cap (m) marked in the plots (80)")
+    parser.add_argument(
+        "--cap", type=float, default=80.0, help="evaluation depth cap (m) marked in the plots (80)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)

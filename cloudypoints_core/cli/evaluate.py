@@ -65,19 +65,32 @@ def evaluate(
             raise ConfigError(
                 f"--dataset cityscapes needs --root (the folder with leftImg8bit/) or ${ROOT_ENV}"
             )
-        source = cityscapes_source(root, split, split_file, sequence=sequence,
-                                   bad_files="skip" if skip_bad else "raise", progress=progress)
+        source = cityscapes_source(
+            root,
+            split,
+            split_file,
+            sequence=sequence,
+            bad_files="skip" if skip_bad else "raise",
+            progress=progress,
+        )
     elif dataset == "synthcity":
-        source = synthcity_source(seeds or SYNTHCITY_EVAL_SEEDS, size[0], size[1],
-                                  frames_per_seed)
+        source = synthcity_source(seeds or SYNTHCITY_EVAL_SEEDS, size[0], size[1], frames_per_seed)
     else:
         raise ConfigError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
-    estimator = DepthEstimator.from_package(model, backend=backend, device=device,
-                                            **(backend_options or {}))
+    estimator = DepthEstimator.from_package(
+        model, backend=backend, device=device, **(backend_options or {})
+    )
     try:
         results = run_evaluation(
-            estimator, source, protocol, out, model=model_info(estimator, model), limit=limit,
-            n_examples=examples, progress=progress, command=command,
+            estimator,
+            source,
+            protocol,
+            out,
+            model=model_info(estimator, model),
+            limit=limit,
+            n_examples=examples,
+            progress=progress,
+            command=command,
         )
     finally:
         estimator.close()
@@ -85,8 +98,10 @@ def evaluate(
     print(  # the command's product on stdout, for scripts: one line of the headline metrics
         f"{results['dataset'].get('name')}: {results['n_images']} images, "
         f"median scaling {'on' if protocol.median_scaling else 'off'}: "
-        + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("abs_rel", "sq_rel", "rmse", "rmse_log",
-                                                       "a1", "a2", "a3"))
+        + ", ".join(
+            f"{k}={metrics[k]:.4f}"
+            for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+        )
     )
     log.info("report: %s", Path(out) / "report.md")
     return 0
@@ -144,37 +159,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=None,
-                        help="model package folder or .onnx (default: the bundled model)")
+    parser.add_argument(
+        "--model", default=None, help="model package folder or .onnx (default: the bundled model)"
+    )
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--out", required=True, help="output folder (created)")
-    parser.add_argument("--backend", default="auto",
-                        help="inference backend: auto, onnxruntime, torch, tensorrt (auto)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="inference backend: auto, onnxruntime, torch, tensorrt (auto)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cpu)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
-    parser.add_argument("--median-scaling", action="store_true",
-                        help="per-image median scaling (for scale-ambiguous models; stated in "
-                             "the report)")
-    parser.add_argument("--model-input", choices=("auto", "full", "above_hood"), default=None,
-                        help="what the network sees on Cityscapes: the full frame or the rows "
-                             "above the hood (auto: the one matching the model's aspect ratio)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="evaluate at most N frames, evenly spread (quick checks)")
+    parser.add_argument(
+        "--median-scaling",
+        action="store_true",
+        help="per-image median scaling (for scale-ambiguous models; stated in the report)",
+    )
+    parser.add_argument(
+        "--model-input",
+        choices=("auto", "full", "above_hood"),
+        default=None,
+        help="what the network sees on Cityscapes: the full frame or the rows "
+        "above the hood (auto: the one matching the model's aspect ratio)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="evaluate at most N frames, evenly spread (quick checks)",
+    )
     parser.add_argument("--examples", type=int, default=4, help="example rows in the plot (4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     cs = parser.add_argument_group("Cityscapes")
-    cs.add_argument("--root", help="Cityscapes root (holds leftImg8bit/, disparity/, camera/); "
-                                   f"default ${ROOT_ENV}")
-    cs.add_argument("--split", default="test", choices=("train", "val", "test"),
-                    help="official split folder (test)")
-    cs.add_argument("--split-file", default="cityscapes_test_1525",
-                    help="split file path or bundled name; 'none' for every frame of --split "
-                         "(cityscapes_test_1525)")
-    cs.add_argument("--sequence", action="store_true",
-                    help="evaluate on the *_sequence folders instead")
-    cs.add_argument("--skip-bad", action="store_true",
-                    help="skip frames with missing/unreadable files (listed in the report) "
-                         "instead of failing")
+    cs.add_argument(
+        "--root",
+        help=f"Cityscapes root (holds leftImg8bit/, disparity/, camera/); default ${ROOT_ENV}",
+    )
+    cs.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="official split folder (test)",
+    )
+    cs.add_argument(
+        "--split-file",
+        default="cityscapes_test_1525",
+        help="split file path or bundled name; 'none' for every frame of --split "
+        "(cityscapes_test_1525)",
+    )
+    cs.add_argument(
+        "--sequence", action="store_true", help="evaluate on the *_sequence folders instead"
+    )
+    cs.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip frames with missing/unreadable files (listed in the report) instead of failing",
+    )
     sc = parser.add_argument_group("SynthCity")
     sc.add_argument("--seeds", help="held-out seeds, e.g. 1000000-1000019 (that is the default)")
     sc.add_argument("--size", default="512x256", help="frame size WxH (512x256)")

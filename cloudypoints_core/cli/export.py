@@ -42,8 +42,12 @@ def run_export(
 
 def _cmd(args: argparse.Namespace) -> int:
     return run_export(
-        args.checkpoint, args.out, which=args.which, opset=args.opset,
-        tolerance_m=args.tolerance, check=not args.no_check,
+        args.checkpoint,
+        args.out,
+        which=args.which,
+        opset=args.opset,
+        tolerance_m=args.tolerance,
+        check=not args.no_check,
     )
 
 
@@ -55,10 +59,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (.pt)")
     parser.add_argument("--out", type=Path, required=True, help="package folder to write")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="the best validated weights (default) or the last ones")
+    parser.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="the best validated weights (default) or the last ones",
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--tolerance", type=float, default=1e-3,
-                        help="largest ONNX-vs-PyTorch difference accepted, metres (default 1e-3)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest ONNX-vs-PyTorch difference accepted, metres (default 1e-3)",
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the parity check")
     parser.set_defaults(func=_cmd)

@@ -183,8 +183,9 @@ class CityscapesCamera:
         ``calibration_size`` (width, height) is the size the JSON values refer to; ``None`` means
         the image itself (true for the real data set, whose images are stored at 2048x1024).
         """
-        native = Intrinsics(self.fx_px, self.fy_px, self.u0_px, self.v0_px,
-                            *(calibration_size or (width, height)))
+        native = Intrinsics(
+            self.fx_px, self.fy_px, self.u0_px, self.v0_px, *(calibration_size or (width, height))
+        )
         if native.size == (width, height):
             return native
         return native.resized(width, height)
@@ -594,8 +595,11 @@ class CityscapesDataset:
         elif (self.root / f"leftImg8bit{'_sequence' if self.sequence else ''}").is_dir():
             present = _list_dir(self.root / f"leftImg8bit{'_sequence' if self.sequence else ''}")
             hint = f"; splits present: {present}"
-        folders = ("leftImg8bit_sequence,disparity_sequence,camera" if self.sequence
-                   else "leftImg8bit,disparity,camera")
+        folders = (
+            "leftImg8bit_sequence,disparity_sequence,camera"
+            if self.sequence
+            else "leftImg8bit,disparity,camera"
+        )
         raise DatasetError(
             f"{self.root} is not a Cityscapes root for split {self.split!r}"
             f"{' (sequence)' if self.sequence else ''}: missing {missing}; expected "
@@ -629,18 +633,27 @@ class CityscapesDataset:
                 image_path = self.image_dir / city / name
                 disparity_name = f"{stem}_disparity.png"
                 if disparity_name not in disparity_names:
-                    bad.append(BadFile(stem, self.disparity_dir / city / disparity_name,
-                                       f"missing disparity for {image_path.name}"))
+                    bad.append(
+                        BadFile(
+                            stem,
+                            self.disparity_dir / city / disparity_name,
+                            f"missing disparity for {image_path.name}",
+                        )
+                    )
                     continue
                 camera_frame, snippet_index = self._camera_frame_for(
                     number, camera_frames.get(seq, [])
                 )
                 if camera_frame < 0:
                     # Annotated frames need their own file; snippets any of their sequence's.
-                    where = (self.camera_dir / city if self.sequence
-                             else self.camera_dir / city / f"{stem}_camera.json")
-                    bad.append(BadFile(stem, where,
-                                       f"missing camera calibration for {image_path.name}"))
+                    where = (
+                        self.camera_dir / city
+                        if self.sequence
+                        else self.camera_dir / city / f"{stem}_camera.json"
+                    )
+                    bad.append(
+                        BadFile(stem, where, f"missing camera calibration for {image_path.name}")
+                    )
                     continue
                 camera_name = f"{match['city']}_{seq:06d}_{camera_frame:06d}_camera.json"
                 camera_path = self.camera_dir / city / camera_name
@@ -673,7 +686,7 @@ class CityscapesDataset:
             return -1, None
         # A snippet spans annotated - 19 .. annotated + 10; the nearest annotated frame of the
         # same sequence number is the snippet's own (and shares the recording's calibration).
-        candidates = annotated[max(at - 1, 0):at + 1]
+        candidates = annotated[max(at - 1, 0) : at + 1]
         nearest = min(candidates, key=lambda f: (abs(f - number), f))
         index = number - nearest + ANNOTATED_SNIPPET_INDEX
         return nearest, index if 0 <= index < SNIPPET_LENGTH else None
@@ -728,8 +741,9 @@ class CityscapesDataset:
         tqdm = require("tqdm", "progress bars").tqdm
         kept: list[CityscapesFrame] = []
         bad: list[BadFile] = []
-        for frame in tqdm(frames, desc=f"scan {self.split}", unit="frame", disable=not progress,
-                          leave=False):
+        for frame in tqdm(
+            frames, desc=f"scan {self.split}", unit="frame", disable=not progress, leave=False
+        ):
             problem = self._header_problem(frame)
             if problem is None:
                 kept.append(frame)
@@ -852,8 +866,9 @@ class CityscapesDataset:
 
         tqdm = require("tqdm", "progress bars").tqdm
         bad: list[BadFile] = []
-        for frame in tqdm(self.frames, desc=f"check {self.split}", unit="frame",
-                          disable=not progress):
+        for frame in tqdm(
+            self.frames, desc=f"check {self.split}", unit="frame", disable=not progress
+        ):
             checks: tuple[tuple[Path, Callable[[Path], object]], ...] = (
                 (frame.image_path, read_rgb),
                 (frame.disparity_path, read_disparity),
@@ -913,15 +928,27 @@ class SkipUnreadable:
         )
 
 
-_TRAINING_OPTIONS = frozenset({
-    "root", "folder", "split_file", "sequence", "size", "hood", "hood_fraction", "max_depth_m",
-    "calibration_size", "scan", "bad_files", "limit", "cache", "on_read_error",
-})
+_TRAINING_OPTIONS = frozenset(
+    {
+        "root",
+        "folder",
+        "split_file",
+        "sequence",
+        "size",
+        "hood",
+        "hood_fraction",
+        "max_depth_m",
+        "calibration_size",
+        "scan",
+        "bad_files",
+        "limit",
+        "cache",
+        "on_read_error",
+    }
+)
 
 
-def training_dataset(
-    options: Mapping[str, Any], *, split: str, data: Any, cache_dir: Path
-) -> Any:
+def training_dataset(options: Mapping[str, Any], *, split: str, data: Any, cache_dir: Path) -> Any:
     """Factory for the trainer's data set registry: ``data.dataset: cityscapes``.
 
     Options (the ``data.train`` / ``data.val`` / ``data.test`` mapping): ``root`` (required, or
@@ -966,8 +993,11 @@ def training_dataset(
         hood=options.get("hood", "mask"),
         hood_fraction=float(options.get("hood_fraction", DEFAULT_HOOD_FRACTION)),
         max_depth_m=options.get("max_depth_m"),
-        calibration_size=(None if calibration_size is None
-                          else (int(calibration_size[0]), int(calibration_size[1]))),
+        calibration_size=(
+            None
+            if calibration_size is None
+            else (int(calibration_size[0]), int(calibration_size[1]))
+        ),
         scan=options.get("scan", "header"),
         bad_files=options.get("bad_files", "skip"),
         limit=options.get("limit"),
@@ -982,10 +1012,19 @@ def training_dataset(
     from cloudypoints_core.training.data import build_array_cache
 
     base = dataset.dataset if isinstance(dataset, SkipUnreadable) else dataset
-    key = json.dumps({"root": str(base.root.resolve()), "split": base.split, "keys": base.keys,
-                      "sequence": base.sequence, "size": base.size, "hood": base.hood,
-                      "hood_fraction": base.hood_fraction, "max_depth_m": base.max_depth_m},
-                     sort_keys=True)
+    key = json.dumps(
+        {
+            "root": str(base.root.resolve()),
+            "split": base.split,
+            "keys": base.keys,
+            "sequence": base.sequence,
+            "size": base.size,
+            "hood": base.hood,
+            "hood_fraction": base.hood_fraction,
+            "max_depth_m": base.max_depth_m,
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     width, height = base.size
     folder = cache_dir / "cityscapes" / f"{split}-{width}x{height}-n{len(base)}-{digest}"

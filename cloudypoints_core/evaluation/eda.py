@@ -39,8 +39,9 @@ ROW_BINS = 128
 PERCENTILES: tuple[float, ...] = (1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0)
 
 
-def log_edges(lo_m: float = HIST_MIN_M, hi_m: float = HIST_MAX_M,
-              per_decade: int = BINS_PER_DECADE) -> npt.NDArray[np.float64]:
+def log_edges(
+    lo_m: float = HIST_MIN_M, hi_m: float = HIST_MAX_M, per_decade: int = BINS_PER_DECADE
+) -> npt.NDArray[np.float64]:
     """Log-spaced histogram edges from ``lo_m`` to ``hi_m``."""
     n = int(round(math.log10(hi_m / lo_m) * per_decade))
     return np.logspace(math.log10(lo_m), math.log10(hi_m), n + 1)
@@ -152,8 +153,9 @@ class DepthStats:
             "histogram_overflow": self.above,
         }
 
-    def row_profile(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
-                                   npt.NDArray[np.float64]]:
+    def row_profile(
+        self,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(row fraction centres, mean valid depth per row bin, valid ratio per row bin)."""
         centres = (np.arange(ROW_BINS) + 0.5) / ROW_BINS
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -216,8 +218,9 @@ def run_eda(
     stats: dict[str, DepthStats] = {}
     examples: list[tuple[str, npt.NDArray[np.uint8], npt.NDArray[np.float32]]] = []
     # Spread the examples over the splits: quotas n // k, the first n % k splits one more.
-    quotas = [n_examples // len(sources) + (i < n_examples % len(sources))
-              for i in range(len(sources))]
+    quotas = [
+        n_examples // len(sources) + (i < n_examples % len(sources)) for i in range(len(sources))
+    ]
     skipped: list[str] = []
     for source, quota in zip(sources, quotas, strict=True):
         count = source.n_frames if limit is None else min(limit, source.n_frames)
@@ -225,8 +228,9 @@ def run_eda(
         picks = np.unique(np.linspace(0, indices.size - 1, quota).round().astype(int))
         example_at = set(indices[picks].tolist()) if quota else set()
         acc = DepthStats(cap_m=cap_m)
-        for index in tqdm(indices.tolist(), desc=f"eda {source.name}", unit="img",
-                          disable=not progress):
+        for index in tqdm(
+            indices.tolist(), desc=f"eda {source.name}", unit="img", disable=not progress
+        ):
             try:
                 sample = source.get_sample(index)
             except DatasetError as exc:
@@ -243,13 +247,19 @@ def run_eda(
             if index in example_at:
                 label = f"{source.name}: {sample_key(sample, str(index))}"
                 # Copies: a view would keep the whole full-resolution frame alive.
-                examples.append((label, plots.thumbnail(np.asarray(sample["rgb"])).copy(),
-                                 plots.thumbnail(depth).copy()))
+                examples.append(
+                    (
+                        label,
+                        plots.thumbnail(np.asarray(sample["rgb"])).copy(),
+                        plots.thumbnail(depth).copy(),
+                    )
+                )
         stats[source.name] = acc
 
     written = _write_plots(sources, stats, examples, out, cap_m)
-    summary = _summary(sources, stats, title, limit, cap_m, skipped, notes,
-                       time.perf_counter() - started, written)
+    summary = _summary(
+        sources, stats, title, limit, cap_m, skipped, notes, time.perf_counter() - started, written
+    )
     text = json.dumps(json_safe(summary), indent=2, default=_json_default)
     atomic_write_text(out / "summary.json", text + "\n")
     atomic_write_text(out / "report.md", _report_markdown(summary))
@@ -273,14 +283,18 @@ def _write_plots(
     cap_m: float,
 ) -> dict[str, str]:
     written = {
-        "counts": plots.plot_counts({s.name: dict(s.groups) for s in sources},
-                                    out / "counts.png").name,
+        "counts": plots.plot_counts(
+            {s.name: dict(s.groups) for s in sources}, out / "counts.png"
+        ).name,
         "depth_histogram": plots.plot_depth_histograms(
-            next(iter(stats.values())).edges, {n: s.hist for n, s in stats.items()},
-            out / "depth_histogram.png", cap_m
+            next(iter(stats.values())).edges,
+            {n: s.hist for n, s in stats.items()},
+            out / "depth_histogram.png",
+            cap_m,
         ).name,
         "row_profile": plots.plot_row_profiles(
-            {n: s.row_profile() for n, s in stats.items()}, out / "row_profile.png",
+            {n: s.row_profile() for n, s in stats.items()},
+            out / "row_profile.png",
             hood_fraction=max(s.hood_fraction for s in sources) or None,
         ).name,
     }
@@ -292,7 +306,8 @@ def _write_plots(
         written["calibration"] = plots.plot_value_spread(calibration, out / "calibration.png").name
     if examples:
         written["examples"] = plots.plot_rgb_depth_pairs(
-            examples, out / "examples.png", cap_m).name
+            examples, out / "examples.png", cap_m
+        ).name
     return written
 
 
@@ -355,9 +370,15 @@ def _report_markdown(summary: Mapping[str, Any]) -> str:
     if summary["notes"]:
         lines.append("")
     lines += ["## Frames", ""]
-    rows = [[name, entry["frames"], len(entry["groups"]),
-             ", ".join(f"{g} ({n})" for g, n in sorted(entry["groups"].items()))]
-            for name, entry in splits.items()]
+    rows = [
+        [
+            name,
+            entry["frames"],
+            len(entry["groups"]),
+            ", ".join(f"{g} ({n})" for g, n in sorted(entry["groups"].items())),
+        ]
+        for name, entry in splits.items()
+    ]
     lines.append(markdown_table(["split", "frames", "groups", "per group"], rows))
     lines += ["", f"![frames per group]({summary['plots']['counts']})", ""]
 
@@ -368,40 +389,82 @@ def _report_markdown(summary: Mapping[str, Any]) -> str:
         "evaluation cap. Percentiles from a log histogram (within 2.3 %)."
     )
     lines.append("")
-    header = ["split", "images read", "valid (region)", "valid (all rows)",
-              "valid/image min-med-max", "sky/inf", "mean m", "p5 m", "p50 m", "p95 m", "max m",
-              "beyond cap"]
+    header = [
+        "split",
+        "images read",
+        "valid (region)",
+        "valid (all rows)",
+        "valid/image min-med-max",
+        "sky/inf",
+        "mean m",
+        "p5 m",
+        "p50 m",
+        "p95 m",
+        "max m",
+        "beyond cap",
+    ]
     rows = []
     for name, entry in splits.items():
         d = entry["depth"]
         p = d["percentiles_m"]
-        rows.append([
-            name, d["images"], _fmt(d["valid_ratio"]), _fmt(d["valid_ratio_all_rows"]),
-            "-".join(_fmt(d[f"valid_ratio_per_image_{k}"], 2) for k in ("min", "median", "max")),
-            _fmt(d["infinite_ratio"]), _fmt(d["depth_mean_m"], 2), _fmt(p["p5"], 2),
-            _fmt(p["p50"], 2), _fmt(p["p95"], 2), _fmt(d["depth_max_m"], 1),
-            _fmt(d["beyond_cap_ratio"]),
-        ])
+        rows.append(
+            [
+                name,
+                d["images"],
+                _fmt(d["valid_ratio"]),
+                _fmt(d["valid_ratio_all_rows"]),
+                "-".join(
+                    _fmt(d[f"valid_ratio_per_image_{k}"], 2) for k in ("min", "median", "max")
+                ),
+                _fmt(d["infinite_ratio"]),
+                _fmt(d["depth_mean_m"], 2),
+                _fmt(p["p5"], 2),
+                _fmt(p["p50"], 2),
+                _fmt(p["p95"], 2),
+                _fmt(d["depth_max_m"], 1),
+                _fmt(d["beyond_cap_ratio"]),
+            ]
+        )
     lines.append(markdown_table(header, rows))
     lines += ["", "Percentiles (m):", ""]
     qs = list(next(iter(splits.values()))["depth"]["percentiles_m"])
-    lines.append(markdown_table(["split", *qs], [
-        [name, *(_fmt(entry["depth"]["percentiles_m"][q], 2) for q in qs)]
-        for name, entry in splits.items()
-    ]))
+    lines.append(
+        markdown_table(
+            ["split", *qs],
+            [
+                [name, *(_fmt(entry["depth"]["percentiles_m"][q], 2) for q in qs)]
+                for name, entry in splits.items()
+            ],
+        )
+    )
     hood = any(entry["hood_fraction"] for entry in splits.values())
-    lines += ["", f"![depth histogram]({summary['plots']['depth_histogram']})", "",
-              "Mean depth and valid ratio per image row"
-              + (" (dashed: hood boundary):" if hood else ":"), "",
-              f"![per-row depth]({summary['plots']['row_profile']})", ""]
+    lines += [
+        "",
+        f"![depth histogram]({summary['plots']['depth_histogram']})",
+        "",
+        "Mean depth and valid ratio per image row"
+        + (" (dashed: hood boundary):" if hood else ":"),
+        "",
+        f"![per-row depth]({summary['plots']['row_profile']})",
+        "",
+    ]
 
     if "calibration" in summary["plots"]:
         lines += ["## Calibration spread", ""]
         rows = []
         for name, entry in splits.items():
             for key, spread in entry["calibration"].items():
-                rows.append([name, key, _fmt(spread["min"], 4), _fmt(spread["median"], 4),
-                             _fmt(spread["max"], 4), _fmt(spread["std"], 4), spread["distinct"]])
+                rows.append(
+                    [
+                        name,
+                        key,
+                        _fmt(spread["min"], 4),
+                        _fmt(spread["median"], 4),
+                        _fmt(spread["max"], 4),
+                        _fmt(spread["std"], 4),
+                        spread["distinct"],
+                    ]
+                )
         header = ["split", "quantity", "min", "median", "max", "std", "distinct"]
         lines.append(markdown_table(header, rows))
         lines += ["", f"![calibration]({summary['plots']['calibration']})", ""]
@@ -437,8 +500,9 @@ def cityscapes_sources(
         CityscapesDataset(root, "train", sequence=sequence)
     sources = []
     for split in wanted:
-        dataset = CityscapesDataset(root, split, sequence=sequence, hood="none", bad_files="skip",
-                                    progress=progress)
+        dataset = CityscapesDataset(
+            root, split, sequence=sequence, hood="none", bad_files="skip", progress=progress
+        )
         groups: dict[str, int] = {}
         for frame in dataset.frames:
             groups[frame.city] = groups.get(frame.city, 0) + 1
@@ -452,15 +516,17 @@ def cityscapes_sources(
             "height_m": [c.height_m for c in cameras],
             "pitch_rad": [c.pitch_rad for c in cameras],
         }
-        sources.append(EdaSource(
-            name=f"{split}{' (sequence)' if sequence else ''}",
-            n_frames=len(dataset),
-            get_sample=dataset.__getitem__,
-            groups=groups,
-            calibration=calibration,
-            hood_fraction=dataset.hood_fraction,
-            notes=[str(b) for b in dataset.bad_files] + list(dataset.warnings),
-        ))
+        sources.append(
+            EdaSource(
+                name=f"{split}{' (sequence)' if sequence else ''}",
+                n_frames=len(dataset),
+                get_sample=dataset.__getitem__,
+                groups=groups,
+                calibration=calibration,
+                hood_fraction=dataset.hood_fraction,
+                notes=[str(b) for b in dataset.bad_files] + list(dataset.warnings),
+            )
+        )
     return sources
 
 
@@ -476,15 +542,28 @@ def synthcity_sources(
     def calibration_of(sample: Mapping[str, Any]) -> dict[str, float]:
         # Rendering is the expensive part, so the spread covers the frames the analysis reads.
         intr = sample["intrinsics"]
-        values = {"fx_px": intr.fx_px, "fy_px": intr.fy_px, "cx_px": intr.cx_px,
-                  "cy_px": intr.cy_px}
+        values = {
+            "fx_px": intr.fx_px,
+            "fy_px": intr.fy_px,
+            "cx_px": intr.cx_px,
+            "cy_px": intr.cy_px,
+        }
         if sample.get("camera_height_m") is not None:
             values["height_m"] = float(sample["camera_height_m"])
         return values
 
     label = name or f"synthcity seeds {_seed_label(seeds)}"
-    return [EdaSource(label, len(dataset), dataset.__getitem__, groups, {}, hood_fraction=0.0,
-                      sample_calibration=calibration_of)]
+    return [
+        EdaSource(
+            label,
+            len(dataset),
+            dataset.__getitem__,
+            groups,
+            {},
+            hood_fraction=0.0,
+            sample_calibration=calibration_of,
+        )
+    ]
 
 
 def _seed_label(seeds: Sequence[int]) -> str:

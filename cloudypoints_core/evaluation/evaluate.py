@@ -92,8 +92,13 @@ def cityscapes_source(
         if spec.split not in (None, split):
             split_file = None  # the default test pin does not apply to other splits
     dataset = CityscapesDataset(
-        root, split, sequence=sequence, split_file=split_file, hood="none",
-        bad_files=bad_files, progress=progress,  # type: ignore[arg-type]
+        root,
+        split,
+        sequence=sequence,
+        split_file=split_file,
+        hood="none",
+        bad_files=bad_files,
+        progress=progress,  # type: ignore[arg-type]
     )
     notes = [str(b) for b in dataset.bad_files] + list(dataset.warnings)
     description = {
@@ -158,16 +163,18 @@ def model_info(estimator: Any, path: str | os.PathLike[str] | None = None) -> di
         "device": getattr(estimator, "device", "?"),
     }
     if spec is not None:
-        info.update({
-            "name": spec.name,
-            "architecture": spec.architecture,
-            "output_kind": spec.output_kind,
-            "input_width": spec.input_width,
-            "input_height": spec.input_height,
-            "train_fx_px": spec.train_fx_px,
-            "min_depth_m": spec.min_depth_m,
-            "max_depth_m": spec.max_depth_m,
-        })
+        info.update(
+            {
+                "name": spec.name,
+                "architecture": spec.architecture,
+                "output_kind": spec.output_kind,
+                "input_width": spec.input_width,
+                "input_height": spec.input_height,
+                "train_fx_px": spec.train_fx_px,
+                "min_depth_m": spec.min_depth_m,
+                "max_depth_m": spec.max_depth_m,
+            }
+        )
     else:
         info["name"] = type(estimator).__name__
     return info
@@ -271,9 +278,15 @@ def run_evaluation(
         raise DatasetError(f"{source.name}: no frames to evaluate")
     count = source.n_frames if limit is None else max(1, min(int(limit), source.n_frames))
     indices = np.unique(np.linspace(0, source.n_frames - 1, count).round().astype(int)).tolist()
-    example_at = set(np.asarray(indices)[np.unique(
-        np.linspace(0, len(indices) - 1, max(n_examples, 0)).round().astype(int))].tolist()
-    ) if n_examples > 0 else set()
+    example_at = (
+        set(
+            np.asarray(indices)[
+                np.unique(np.linspace(0, len(indices) - 1, max(n_examples, 0)).round().astype(int))
+            ].tolist()
+        )
+        if n_examples > 0
+        else set()
+    )
 
     edges = np.asarray(DISTANCE_CURVE_EDGES_M)
     curve_sums = np.zeros(edges.size - 1)
@@ -333,13 +346,15 @@ def run_evaluation(
         _count_band_pixels(band_pixels, ev.abs_rel_map, gt, protocol)
         if index in example_at:
             # Copies of thumbnails: views would keep every full-resolution frame alive.
-            examples.append({
-                "title": key,
-                "rgb": plots.thumbnail(np.asarray(sample["rgb"])).copy(),
-                "gt": plots.thumbnail(gt).copy(),
-                "pred": plots.thumbnail(pred).copy(),
-                "abs_rel": plots.thumbnail(ev.abs_rel_map).copy(),
-            })
+            examples.append(
+                {
+                    "title": key,
+                    "rgb": plots.thumbnail(np.asarray(sample["rgb"])).copy(),
+                    "gt": plots.thumbnail(gt).copy(),
+                    "pred": plots.thumbnail(pred).copy(),
+                    "abs_rel": plots.thumbnail(ev.abs_rel_map).copy(),
+                }
+            )
     if not metric_rows:
         raise DatasetError(
             f"{source.name}: none of the {len(indices)} frames could be evaluated"
@@ -358,8 +373,11 @@ def run_evaluation(
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(curve_counts > 0, curve_sums / np.maximum(curve_counts, 1), np.nan)
     coverage = [r["coverage"] for r in per_image if r["n_gt_valid"]]
-    ratios = [r["median_scale_ratio"] for r in per_image
-              if r["median_scale_ratio"] is not None and np.isfinite(r["median_scale_ratio"])]
+    ratios = [
+        r["median_scale_ratio"]
+        for r in per_image
+        if r["median_scale_ratio"] is not None and np.isfinite(r["median_scale_ratio"])
+    ]
     results: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -390,8 +408,13 @@ def run_evaluation(
         "coverage_mean": float(np.mean(coverage)) if coverage else 0.0,
         "scale_methods": scale_methods,
         "median_scale_ratio": (
-            {"mean": float(np.mean(ratios)), "std": float(np.std(ratios)),
-             "std_over_mean": float(np.std(ratios) / np.mean(ratios))} if ratios else None
+            {
+                "mean": float(np.mean(ratios)),
+                "std": float(np.std(ratios)),
+                "std_over_mean": float(np.std(ratios) / np.mean(ratios)),
+            }
+            if ratios
+            else None
         ),
         "timing_ms": {"mean": float(np.mean(timings)), "median": float(np.median(timings))},
         "seconds": round(time.perf_counter() - started, 2),
@@ -400,9 +423,14 @@ def run_evaluation(
     }
     results["plots"] = _write_plots(out, results, per_image, examples, protocol)
     write_evaluation_report(results, per_image, out)
-    log.info("AbsRel %.4f, RMSE %.3f m, delta<1.25 %.4f on %d images; report in %s",
-             results["metrics"]["abs_rel"], results["metrics"]["rmse"], results["metrics"]["a1"],
-             results["n_images"], out / "report.md")
+    log.info(
+        "AbsRel %.4f, RMSE %.3f m, delta<1.25 %.4f on %d images; report in %s",
+        results["metrics"]["abs_rel"],
+        results["metrics"]["rmse"],
+        results["metrics"]["a1"],
+        results["n_images"],
+        out / "report.md",
+    )
     return results
 
 
@@ -430,15 +458,20 @@ def _write_plots(
     written: dict[str, str] = {}
     if examples:
         written["examples"] = plots.plot_eval_examples(
-            examples, out / "examples.png", protocol.max_depth_m).name
+            examples, out / "examples.png", protocol.max_depth_m
+        ).name
     curve = results["abs_rel_vs_distance"]
     written["error_vs_distance"] = plots.plot_error_vs_distance(
-        np.asarray(curve["edges_m"]), np.asarray(curve["abs_rel"], dtype=np.float64),
-        np.asarray(curve["pixels"]), out / "error_vs_distance.png").name
+        np.asarray(curve["edges_m"]),
+        np.asarray(curve["abs_rel"], dtype=np.float64),
+        np.asarray(curve["pixels"]),
+        out / "error_vs_distance.png",
+    ).name
     bands = {k: v["metrics"] for k, v in results["bands"].items()}
     if any(bands.values()):
         written["bands"] = plots.plot_band_errors(bands, out / "bands.png").name
     values = [float(r["abs_rel"]) for r in per_image if r.get("abs_rel") is not None]
     written["per_image_abs_rel"] = plots.plot_per_image_metric(
-        values, out / "per_image_abs_rel.png").name
+        values, out / "per_image_abs_rel.png"
+    ).name
     return written

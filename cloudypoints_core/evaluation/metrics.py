@@ -2,8 +2,8 @@
 
 ``compute_errors`` takes matched 1-D arrays of valid ground-truth and predicted depths (metres) and
 returns AbsRel, SqRel, RMSE, RMSE log and the threshold accuracies delta < 1.25, 1.25^2, 1.25^3
-(strict inequality). Protocols (crops, range caps, median scaling) live in ``protocols``; metrics are
-computed per image and then averaged over images, as the literature reports them.
+(strict inequality). Protocols (crops, range caps, median scaling) live in ``protocols``;
+metrics are computed per image and then averaged over images, as the literature reports them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", 
 LOWER_IS_BETTER = frozenset({"abs_rel", "sq_rel", "rmse", "rmse_log"})
 
 
-def compute_errors(
-    gt_m: npt.ArrayLike, pred_m: npt.ArrayLike
-) -> dict[str, float]:
+def compute_errors(gt_m: npt.ArrayLike, pred_m: npt.ArrayLike) -> dict[str, float]:
     """Errors between matched ground-truth and predicted depths (metres, both > 0)."""
     gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
     pred = np.asarray(pred_m, dtype=np.float64).reshape(-1)
@@ -30,8 +28,12 @@ def compute_errors(
         raise InputError(f"gt has {gt.size} values but pred has {pred.size}; they must match")
     if gt.size == 0:
         raise InputError("no valid pixels to evaluate")
-    if not (np.all(np.isfinite(gt)) and np.all(gt > 0) and np.all(np.isfinite(pred))
-            and np.all(pred > 0)):
+    if not (
+        np.all(np.isfinite(gt))
+        and np.all(gt > 0)
+        and np.all(np.isfinite(pred))
+        and np.all(pred > 0)
+    ):
         raise InputError("gt and pred must be finite and positive; mask or clamp them first")
     thresh = np.maximum(gt / pred, pred / gt)
     a1 = float(np.mean(thresh < 1.25))
@@ -61,8 +63,12 @@ def mean_errors(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
 
 
 #: Distance bands (metres, [lo, hi)) for errors by range, as the Cityscapes reports use them.
-DISTANCE_BANDS: tuple[tuple[float, float], ...] = ((0.0, 10.0), (10.0, 20.0), (20.0, 40.0),
-                                                   (40.0, 80.0))
+DISTANCE_BANDS: tuple[tuple[float, float], ...] = (
+    (0.0, 10.0),
+    (10.0, 20.0),
+    (20.0, 40.0),
+    (40.0, 80.0),
+)
 
 
 def band_label(band: tuple[float, float]) -> str:
@@ -133,15 +139,17 @@ class ErrorTerms:
                 out.append(None)
                 continue
             mean = sums[:, g] / c
-            out.append({
-                "abs_rel": float(mean[0]),
-                "sq_rel": float(mean[1]),
-                "rmse": float(np.sqrt(mean[2])),
-                "rmse_log": float(np.sqrt(mean[3])),
-                "a1": float(mean[4]),
-                "a2": float(mean[5]),
-                "a3": float(mean[6]),
-            })
+            out.append(
+                {
+                    "abs_rel": float(mean[0]),
+                    "sq_rel": float(mean[1]),
+                    "rmse": float(np.sqrt(mean[2])),
+                    "rmse_log": float(np.sqrt(mean[3])),
+                    "a1": float(mean[4]),
+                    "a2": float(mean[5]),
+                    "a3": float(mean[6]),
+                }
+            )
         return out
 
 
@@ -173,8 +181,11 @@ def band_errors(
     bands = list(bands)
     index = band_index(gt, bands)
     inside = index >= 0
-    results = (ErrorTerms(gt[inside], pred[inside]).reduce(index[inside], len(bands))
-               if inside.any() else [None] * len(bands))
+    results = (
+        ErrorTerms(gt[inside], pred[inside]).reduce(index[inside], len(bands))
+        if inside.any()
+        else [None] * len(bands)
+    )
     return {band_label(b): r for b, r in zip(bands, results, strict=True)}
 
 

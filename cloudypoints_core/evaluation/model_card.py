@@ -33,8 +33,19 @@ _RUN_INFO_FILES = ("summary.json", "run.json", "run_info.json", "meta.json")
 _COMMAND_FILES = ("command.txt", "cmd.txt")
 _RUN_PLOTS = ("loss_curves.png",)
 #: Facts of a run's summary the card lists, in this order, when present.
-_RUN_FACTS = ("epochs_run", "epochs", "steps", "best_epoch", "world_size", "device", "amp",
-              "train_time_s", "wall_time_s", "seed", "git_commit")
+_RUN_FACTS = (
+    "epochs_run",
+    "epochs",
+    "steps",
+    "best_epoch",
+    "world_size",
+    "device",
+    "amp",
+    "train_time_s",
+    "wall_time_s",
+    "seed",
+    "git_commit",
+)
 #: Most configuration text a card quotes before cutting it (the file is linked anyway).
 _MAX_CONFIG_CHARS = 6000
 
@@ -71,10 +82,14 @@ def read_train_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """What a training-run folder tells about the model: config text, command, run info, files."""
     root = Path(run_dir)
     if not root.is_dir():
-        raise ConfigError(f"training run {root} is not a folder (pass the run directory "
-                          "'cloudypoints train' printed)")
-    info: dict[str, Any] = {"path": str(root.resolve()), "files": sorted(
-        p.name for p in root.iterdir() if not p.name.startswith("."))}
+        raise ConfigError(
+            f"training run {root} is not a folder (pass the run directory "
+            "'cloudypoints train' printed)"
+        )
+    info: dict[str, Any] = {
+        "path": str(root.resolve()),
+        "files": sorted(p.name for p in root.iterdir() if not p.name.startswith(".")),
+    }
     for name in _CONFIG_FILES:
         text = _read_text(root / name)
         if text is not None:
@@ -125,8 +140,9 @@ def read_train_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
-def _copy_plots(results: Mapping[str, Any], eval_dir: Path, assets: Path, prefix: str
-                ) -> dict[str, str]:
+def _copy_plots(
+    results: Mapping[str, Any], eval_dir: Path, assets: Path, prefix: str
+) -> dict[str, str]:
     copied: dict[str, str] = {}
     for key, name in (results.get("plots") or {}).items():
         source = eval_dir / name
@@ -145,11 +161,15 @@ def _model_section(model: Mapping[str, Any]) -> list[str]:
         ["name", model.get("name", "?")],
         ["architecture", model.get("architecture", "?")],
         ["output", model.get("output_kind", "?")],
-        ["input size (W x H)",
-         f"{model.get('input_width', '?')} x {model.get('input_height', '?')}"],
+        [
+            "input size (W x H)",
+            f"{model.get('input_width', '?')} x {model.get('input_height', '?')}",
+        ],
         ["training focal length (px at input size)", model.get("train_fx_px", "-")],
-        ["valid depth range (m)",
-         f"{model.get('min_depth_m', '?')} - {model.get('max_depth_m', '?')}"],
+        [
+            "valid depth range (m)",
+            f"{model.get('min_depth_m', '?')} - {model.get('max_depth_m', '?')}",
+        ],
         ["package", f"`{model.get('path', '?')}`"],
     ]
     return ["## Model details", "", markdown_table(["field", "value"], rows), ""]
@@ -168,15 +188,19 @@ def _training_section(run: Mapping[str, Any] | None, assets: Path) -> list[str]:
     if not run:
         return lines + [
             "No training run was given to the card generator (`--train-run`), so the training "
-            "data, command and configuration are not recorded here.", ""]
+            "data, command and configuration are not recorded here.",
+            "",
+        ]
     lines.append(f"Run folder: `{run['path']}`.")
     lines.append("")
     config = run.get("config") or {}
     data = config.get("data") if isinstance(config.get("data"), Mapping) else None
     if data:
         lines += ["### Training data", ""]
-        lines.append(f"- Data set: `{data.get('dataset', '?')}` at network input "
-                     f"{data.get('input_width', '?')}x{data.get('input_height', '?')}")
+        lines.append(
+            f"- Data set: `{data.get('dataset', '?')}` at network input "
+            f"{data.get('input_width', '?')}x{data.get('input_height', '?')}"
+        )
         for split in ("train", "val", "test"):
             if data.get(split):
                 lines.append(f"- {split}: `{json.dumps(data[split], sort_keys=True)}`")
@@ -189,14 +213,23 @@ def _training_section(run: Mapping[str, Any] | None, assets: Path) -> list[str]:
         lines += ["### Run", "", markdown_table(["", "value"], facts), ""]
     cost = info.get("cost")
     if isinstance(cost, Mapping) and cost:
-        lines += ["Cost: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in cost.items()), ""]
+        lines += [
+            "Cost: "
+            + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in cost.items()
+            ),
+            "",
+        ]
     metrics = info.get("metrics")
     if isinstance(metrics, Mapping) and any(isinstance(v, Mapping) for v in metrics.values()):
-        lines += ["Metrics the trainer measured (its own validation/test sets, no median "
-                  "scaling):", "",
-                  metrics_table({k: v for k, v in metrics.items() if isinstance(v, Mapping)},
-                                first="split"), ""]
+        lines += [
+            "Metrics the trainer measured (its own validation/test sets, no median scaling):",
+            "",
+            metrics_table(
+                {k: v for k, v in metrics.items() if isinstance(v, Mapping)}, first="split"
+            ),
+            "",
+        ]
     for name in run.get("plots", []):
         target = assets / f"train_{name}"
         with atomic_path(target, fsync=False) as tmp:
@@ -209,18 +242,28 @@ def _training_section(run: Mapping[str, Any] | None, assets: Path) -> list[str]:
         text = run["config_text"]
         cut = len(text) > _MAX_CONFIG_CHARS
         lang = "json" if run["config_file"].endswith(".json") else "yaml"
-        lines += [f"### Configuration (`{run['config_file']}`{', shortened' if cut else ''})",
-                  "", f"```{lang}", text[:_MAX_CONFIG_CHARS].rstrip(), "```", ""]
+        lines += [
+            f"### Configuration (`{run['config_file']}`{', shortened' if cut else ''})",
+            "",
+            f"```{lang}",
+            text[:_MAX_CONFIG_CHARS].rstrip(),
+            "```",
+            "",
+        ]
     return lines
 
 
-def _evaluation_section(results: Mapping[str, Any], plots: Mapping[str, str], assets: str
-                        ) -> list[str]:
+def _evaluation_section(
+    results: Mapping[str, Any], plots: Mapping[str, str], assets: str
+) -> list[str]:
     dataset = results.get("dataset", {})
     protocol = results.get("protocol", {})
     backend = results.get("model", {})
-    scaling = ("with per-image median scaling (scale-ambiguous: metric scale not tested)"
-               if protocol.get("median_scaling") else "without median scaling (metric depth)")
+    scaling = (
+        "with per-image median scaling (scale-ambiguous: metric scale not tested)"
+        if protocol.get("median_scaling")
+        else "without median scaling (metric depth)"
+    )
     lines = [
         f"### {dataset.get('name', '?')}, {scaling}",
         "",
@@ -234,16 +277,21 @@ def _evaluation_section(results: Mapping[str, Any], plots: Mapping[str, str], as
     ]
     bands = results.get("bands") or {}
     if bands:
-        lines += ["By ground-truth distance:", "",
-                  metrics_table({k: v.get("metrics") for k, v in bands.items()}, first="band"),
-                  ""]
+        lines += [
+            "By ground-truth distance:",
+            "",
+            metrics_table({k: v.get("metrics") for k, v in bands.items()}, first="band"),
+            "",
+        ]
     for note in results.get("notes") or []:
         lines.append(f"- Note: {note}")
     if results.get("notes"):
         lines.append("")
-    for key, title in (("examples", "Examples (RGB, ground truth, prediction, AbsRel)"),
-                       ("error_vs_distance", "AbsRel against distance"),
-                       ("bands", "Errors by distance band")):
+    for key, title in (
+        ("examples", "Examples (RGB, ground truth, prediction, AbsRel)"),
+        ("error_vs_distance", "AbsRel against distance"),
+        ("bands", "Errors by distance band"),
+    ):
         if key in plots:
             lines += [f"![{title}]({assets}/{plots[key]})", ""]
     return lines
@@ -270,38 +318,60 @@ def write_model_card(
     for i, eval_dir in enumerate(eval_dirs):
         folder = Path(eval_dir)
         results = read_results_json(folder)
-        plots = _copy_plots(results, folder if folder.is_dir() else folder.parent, assets,
-                            f"eval{i}")
+        plots = _copy_plots(
+            results, folder if folder.is_dir() else folder.parent, assets, f"eval{i}"
+        )
         evaluations.append((results, plots))
     run = read_train_run(train_run) if train_run is not None else None
     model = evaluations[0][0].get("model", {})
     names = {r.get("model", {}).get("name") for r, _ in evaluations}
     if len(names) > 1:
-        log.warning("the evaluations are of different models: %s; the card describes %s",
-                    sorted(map(str, names)), model.get("name"))
+        log.warning(
+            "the evaluations are of different models: %s; the card describes %s",
+            sorted(map(str, names)),
+            model.get("name"),
+        )
     today = _dt.date.today().isoformat()
-    lines = [f"# Model card: {title or model.get('name', 'depth model')}", "",
-             f"Generated by `cloudypoints card` on {today} from "
-             f"{len(evaluations)} evaluation(s)"
-             + (" and the training run." if run else "."), ""]
+    lines = [
+        f"# Model card: {title or model.get('name', 'depth model')}",
+        "",
+        f"Generated by `cloudypoints card` on {today} from "
+        f"{len(evaluations)} evaluation(s)" + (" and the training run." if run else "."),
+        "",
+    ]
     lines += _model_section(model)
-    lines += ["## Intended use", "", INTENDED_USE, "", "## Limits and out-of-scope use", "",
-              LIMITS, ""]
+    lines += [
+        "## Intended use",
+        "",
+        INTENDED_USE,
+        "",
+        "## Limits and out-of-scope use",
+        "",
+        LIMITS,
+        "",
+    ]
     lines += _training_section(run, assets)
-    lines += ["## Evaluation", "",
-              "Metrics as monodepth2 defines them, per image then averaged over images: AbsRel, "
-              "SqRel, RMSE (m), RMSE log (lower is better), and the share of pixels with "
-              "max(gt/pred, pred/gt) below 1.25, 1.25², 1.25³ (higher is better).", ""]
+    lines += [
+        "## Evaluation",
+        "",
+        "Metrics as monodepth2 defines them, per image then averaged over images: AbsRel, "
+        "SqRel, RMSE (m), RMSE log (lower is better), and the share of pixels with "
+        "max(gt/pred, pred/gt) below 1.25, 1.25², 1.25³ (higher is better).",
+        "",
+    ]
     for results, plots in evaluations:
         lines += _evaluation_section(results, plots, assets.name)
     package = model.get("path", "MODEL_DIR")
     lines += [
-        "## How to use", "",
+        "## How to use",
+        "",
         "One image (give the camera's intrinsics at that image's size, or a Cityscapes camera "
-        "JSON):", "",
+        "JSON):",
+        "",
         "```bash",
         f"cloudypoints predict --model {package} --image frame.png --fx 2262.5 --out depth/",
-        "```", "",
+        "```",
+        "",
         f"In ROS 2, set the node parameter `model_path: {package}` (see `config/depth.yaml`).",
         "",
     ]

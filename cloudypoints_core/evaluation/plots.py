@@ -38,8 +38,14 @@ def _grid_figure(columns: int, rows: int, width_in: float) -> Any:
     """A figure for a ``rows`` x ``columns`` grid of 2:1 images with a title over each."""
     height_in = rows * (width_in / columns * 0.5 + 0.3) + 0.2
     fig = new_figure(width_in, height_in, layout=None)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.3 / height_in,
-                        wspace=0.03, hspace=0.3 / (width_in / columns * 0.5))
+    fig.subplots_adjust(
+        left=0.005,
+        right=0.995,
+        bottom=0.005,
+        top=1 - 0.3 / height_in,
+        wspace=0.03,
+        hspace=0.3 / (width_in / columns * 0.5),
+    )
     return fig
 
 
@@ -70,8 +76,11 @@ def plot_counts(counts: Mapping[str, Mapping[str, int]], path: str | Path) -> Pa
     fig = new_figure(max(4.0, 0.35 * len(labels) + 2), 3.2)
     ax = fig.add_subplot(1, 1, 1)
     colours = {split: f"C{i}" for i, split in enumerate(counts)}
-    ax.bar(range(len(labels)), [counts[s][c] for s, c in labels],
-           color=[colours[s] for s, _ in labels])
+    ax.bar(
+        range(len(labels)),
+        [counts[s][c] for s, c in labels],
+        color=[colours[s] for s, _ in labels],
+    )
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels([f"{c}\n({s})" for s, c in labels], rotation=60, fontsize=7, ha="right")
     ax.set_ylabel("frames")
@@ -104,8 +113,9 @@ def plot_depth_histograms(
 
 
 def plot_row_profiles(
-    profiles: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
-                                 npt.NDArray[np.float64]]],
+    profiles: Mapping[
+        str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+    ],
     path: str | Path,
     hood_fraction: float | None = None,
 ) -> Path:
@@ -131,8 +141,11 @@ def plot_row_profiles(
     return save_figure(fig, path)
 
 
-def plot_value_spread(values: Mapping[str, Sequence[float]], path: str | Path,
-                      title: str = "intrinsics and mounting spread") -> Path:
+def plot_value_spread(
+    values: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str = "intrinsics and mounting spread",
+) -> Path:
     """One small histogram per quantity (focal length, baseline, height, pitch, ...)."""
     names = [n for n, v in values.items() if len(v)]
     cols = min(3, max(1, len(names)))
@@ -158,9 +171,11 @@ def plot_rgb_depth_pairs(
     fig = _grid_figure(2, n, 7.0)
     for i, (title, rgb, depth) in enumerate(pairs):
         _imshow(fig.add_subplot(n, 2, 2 * i + 1), rgb, title)
-        _imshow(fig.add_subplot(n, 2, 2 * i + 2),
-                colorize_depth(np.asarray(depth, dtype=np.float32), 0.0, max_depth_m),
-                f"depth 0-{max_depth_m:g} m")
+        _imshow(
+            fig.add_subplot(n, 2, 2 * i + 2),
+            colorize_depth(np.asarray(depth, dtype=np.float32), 0.0, max_depth_m),
+            f"depth 0-{max_depth_m:g} m",
+        )
     return save_figure(fig, path)
 
 
@@ -181,12 +196,16 @@ def plot_eval_examples(
     fig = _grid_figure(4, n, 11.0)
     for i, ex in enumerate(examples):
         _imshow(fig.add_subplot(n, 4, 4 * i + 1), ex["rgb"], ex["title"])
-        _imshow(fig.add_subplot(n, 4, 4 * i + 2),
-                colorize_depth(np.asarray(ex["gt"], dtype=np.float32), 0.0, max_depth_m),
-                "ground truth")
-        _imshow(fig.add_subplot(n, 4, 4 * i + 3),
-                colorize_depth(np.asarray(ex["pred"], dtype=np.float32), 0.0, max_depth_m),
-                f"prediction (0-{max_depth_m:g} m)")
+        _imshow(
+            fig.add_subplot(n, 4, 4 * i + 2),
+            colorize_depth(np.asarray(ex["gt"], dtype=np.float32), 0.0, max_depth_m),
+            "ground truth",
+        )
+        _imshow(
+            fig.add_subplot(n, 4, 4 * i + 3),
+            colorize_depth(np.asarray(ex["pred"], dtype=np.float32), 0.0, max_depth_m),
+            f"prediction (0-{max_depth_m:g} m)",
+        )
         err = thumbnail(np.asarray(ex["abs_rel"], dtype=np.float32))
         rgba = cmap(np.clip(np.nan_to_num(err, nan=0.0) / max_abs_rel, 0.0, 1.0))
         rgba[~np.isfinite(err)] = (0.5, 0.5, 0.5, 1.0)  # grey: not evaluated

@@ -152,8 +152,11 @@ class EvalProtocol:
             )
         parts.append(f"prediction clamped to [{self.min_depth_m:g}, {self.max_depth_m:g}] m")
         parts.append(scaling)
-        views = {"above_hood": "rows above the hood", "full": "full frame",
-                 "auto": "full frame or rows above the hood, whichever fits the model's aspect"}
+        views = {
+            "above_hood": "rows above the hood",
+            "full": "full frame",
+            "auto": "full frame or rows above the hood, whichever fits the model's aspect",
+        }
         parts.append(f"model input: {views[self.model_input]}")
         parts.append("metrics per image, then averaged over images")
         return "; ".join(parts) + "."
@@ -270,11 +273,13 @@ def evaluate_image(
     # Per-pixel terms once; the image's metrics, its bands and the distance curve all reduce them.
     terms = ErrorTerms(gt_values, pred_values)
     metrics = terms.reduce()[0]
-    bands = dict(zip(
-        (band_label(b) for b in protocol.bands),
-        terms.reduce(band_index(gt_values, protocol.bands), len(protocol.bands)),
-        strict=True,
-    ))
+    bands = dict(
+        zip(
+            (band_label(b) for b in protocol.bands),
+            terms.reduce(band_index(gt_values, protocol.bands), len(protocol.bands)),
+            strict=True,
+        )
+    )
     sums, counts = binned_sums(bin_index(gt_values, edges), terms["abs_rel"], edges.size - 1)
     window = np.full(gt.shape, np.nan, dtype=np.float32)
     window[mask] = terms["abs_rel"]

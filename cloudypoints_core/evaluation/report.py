@@ -38,11 +38,14 @@ METRIC_TITLES: Mapping[str, str] = {
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table (cells converted with ``str``; pipes escaped)."""
+
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "| " + " | ".join("---" for _ in header) + " |"]
+    lines = [
+        "| " + " | ".join(cell(h) for h in header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -138,8 +141,11 @@ def evaluation_markdown(results: Mapping[str, Any], per_image: Sequence[Mapping[
     scaling = "**ON**" if protocol.get("median_scaling") else "**OFF**"
     lines += [
         f"Per-image median scaling: {scaling}"
-        + (" (scale-ambiguous evaluation: the metric scale of the model is not tested)."
-           if protocol.get("median_scaling") else " (metric depth evaluated as predicted)."),
+        + (
+            " (scale-ambiguous evaluation: the metric scale of the model is not tested)."
+            if protocol.get("median_scaling")
+            else " (metric depth evaluated as predicted)."
+        ),
         "",
         "## Setup",
         "",
@@ -153,8 +159,12 @@ def evaluation_markdown(results: Mapping[str, Any], per_image: Sequence[Mapping[
         f"- Protocol: {protocol.get('summary', protocol.get('name'))}",
         f"- Model input view: {', '.join(results.get('model_input_views', [])) or '-'}",
         "- Evaluated window(s) (rows, columns; end exclusive): "
-        + (", ".join(f"[{w[0]}, {w[1]}) x [{w[2]}, {w[3]})" for w in results.get("windows_px", []))
-           or "-"),
+        + (
+            ", ".join(
+                f"[{w[0]}, {w[1]}) x [{w[2]}, {w[3]})" for w in results.get("windows_px", [])
+            )
+            or "-"
+        ),
         f"- Mean coverage (valid ground truth with a model depth): "
         f"{results.get('coverage_mean', float('nan')):.4f}",
         f"- Scale methods used by the model: {results.get('scale_methods', {})}",
@@ -165,12 +175,18 @@ def evaluation_markdown(results: Mapping[str, Any], per_image: Sequence[Mapping[
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Metrics (per image, then averaged)", ""]
     lines.append(metrics_table({"all": results["metrics"]}, first="pixels"))
-    lines += ["", "Lower is better for AbsRel, SqRel, RMSE (m) and RMSE log; higher for the δ "
-              "accuracies.", "", "## By distance band (ground-truth depth)", ""]
+    lines += [
+        "",
+        "Lower is better for AbsRel, SqRel, RMSE (m) and RMSE log; higher for the δ accuracies.",
+        "",
+        "## By distance band (ground-truth depth)",
+        "",
+    ]
     bands = results.get("bands", {})
     band_rows = {
-        f"{label} ({entry.get('n_images', 0)} img, {entry.get('n_pixels', 0):,} px)":
-            entry.get("metrics")
+        f"{label} ({entry.get('n_images', 0)} img, {entry.get('n_pixels', 0):,} px)": entry.get(
+            "metrics"
+        )
         for label, entry in bands.items()
     }
     lines.append(metrics_table(band_rows, first="band"))
@@ -189,19 +205,35 @@ def evaluation_markdown(results: Mapping[str, Any], per_image: Sequence[Mapping[
     if scored:
         worst = sorted(scored, key=lambda r: -float(r["abs_rel"]))[:5]
         lines += ["## Worst images by AbsRel", ""]
-        lines.append(markdown_table(
-            ["key", "AbsRel", "RMSE", "δ<1.25", "coverage"],
-            [[r["key"], format_metric("abs_rel", float(r["abs_rel"])),
-              format_metric("rmse", float(r["rmse"])), format_metric("a1", float(r["a1"])),
-              f"{float(r['coverage']):.3f}"] for r in worst],
-        ))
-        lines += ["", f"Every image: [{PER_IMAGE_FILE}]({PER_IMAGE_FILE}); machine-readable "
-                  f"summary: [{RESULTS_FILE}]({RESULTS_FILE}).", ""]
+        lines.append(
+            markdown_table(
+                ["key", "AbsRel", "RMSE", "δ<1.25", "coverage"],
+                [
+                    [
+                        r["key"],
+                        format_metric("abs_rel", float(r["abs_rel"])),
+                        format_metric("rmse", float(r["rmse"])),
+                        format_metric("a1", float(r["a1"])),
+                        f"{float(r['coverage']):.3f}",
+                    ]
+                    for r in worst
+                ],
+            )
+        )
+        lines += [
+            "",
+            f"Every image: [{PER_IMAGE_FILE}]({PER_IMAGE_FILE}); machine-readable "
+            f"summary: [{RESULTS_FILE}]({RESULTS_FILE}).",
+            "",
+        ]
     timing = results.get("timing_ms") or {}
     if timing:
-        lines += [f"Inference time per image: {timing.get('mean', float('nan')):.1f} ms mean "
-                  f"({model.get('backend', '?')}, {model.get('device', '?')}, includes pre- and "
-                  "post-processing).", ""]
+        lines += [
+            f"Inference time per image: {timing.get('mean', float('nan')):.1f} ms mean "
+            f"({model.get('backend', '?')}, {model.get('device', '?')}, includes pre- and "
+            "post-processing).",
+            "",
+        ]
     return "\n".join(lines)
 
 

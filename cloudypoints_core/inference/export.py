@@ -87,8 +87,14 @@ def export_onnx(
         raise ModelError(f"exported ONNX graph of {spec.name!r} is invalid: {exc}") from exc
     out = Path(path)
     atomic_write_bytes(out, proto.SerializeToString())
-    log.info("exported %s (%dx%d, opset %d) to %s", spec.name, spec.input_width,
-             spec.input_height, opset, out)
+    log.info(
+        "exported %s (%dx%d, opset %d) to %s",
+        spec.name,
+        spec.input_width,
+        spec.input_height,
+        opset,
+        out,
+    )
     return out
 
 
@@ -108,8 +114,11 @@ def export_package(
     torch = require("torch", "writing a model package")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = replace(spec, onnx_file=spec.onnx_file or "model.onnx",
-                   weights_file=spec.weights_file or "model.pt")
+    spec = replace(
+        spec,
+        onnx_file=spec.onnx_file or "model.onnx",
+        weights_file=spec.weights_file or "model.pt",
+    )
     export_onnx(model, spec, out / str(spec.onnx_file), opset=opset)
     state = {
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
@@ -191,4 +200,3 @@ def onnx_parity(
             raise ModelError(f"ONNX output shape {onnx_out.shape} != torch {torch_out.shape}")
         worst = max(worst, float(np.max(np.abs(onnx_out - torch_out))))
     return worst
-

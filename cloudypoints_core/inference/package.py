@@ -70,11 +70,15 @@ def load_model_package(path: str | Path | None = None) -> ModelPackage:
     if not root.exists():
         raise ModelError(f"model package {root} does not exist")
     if not root.is_dir():
-        raise ModelError(f"model package {root} must be a folder with {SPEC_FILE} or an .onnx file")
+        raise ModelError(
+            f"model package {root} must be a folder with {SPEC_FILE} or an .onnx file"
+        )
     spec = ModelSpec.load(root / SPEC_FILE)
     package = ModelPackage(root=root.resolve(), spec=spec)
     missing = [
-        str(p) for p in (package.onnx_path, package.weights_path) if p is not None and not p.is_file()
+        str(p)
+        for p in (package.onnx_path, package.weights_path)
+        if p is not None and not p.is_file()
     ]
     if not package.has_onnx() and not package.has_weights():
         raise ModelError(f"model package {root}: none of its weight files exist: {missing}")

@@ -1,8 +1,8 @@
 """The model spec: what a depth network expects as input and what its output means.
 
-A spec travels with the weights as ``spec.yaml`` in a model package and, with the same fields, as
-YAML text in the ONNX metadata under :data:`ONNX_METADATA_KEY`, so an ONNX file or a TensorRT engine
-built from it is never separated from the knowledge of how to feed it and read it.
+A spec travels with the weights as ``spec.yaml`` in a model package and, with the same fields,
+as YAML text in the ONNX metadata under :data:`ONNX_METADATA_KEY`, so an ONNX file or a TensorRT
+engine built from it is never separated from the knowledge of how to feed it and read it.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class ModelSpec:
         if self.output_kind not in OUTPUT_KINDS:
             problems.append(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
         if self.channel_order not in CHANNEL_ORDERS:
-            problems.append(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
+            problems.append(
+                f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}"
+            )
         if self.resize_policy not in RESIZE_POLICIES:
             problems.append(
                 f"resize_policy must be one of {RESIZE_POLICIES}, got {self.resize_policy!r}"
@@ -123,12 +125,18 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> ModelSpec:
         if not isinstance(data, Mapping):
-            raise ModelError(f"{source}: expected a mapping of spec fields, got {type(data).__name__}")
+            raise ModelError(
+                f"{source}: expected a mapping of spec fields, got {type(data).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ModelError(f"{source}: unknown spec fields {unknown}; known fields: {sorted(known)}")
-        missing = [k for k in ("name", "architecture", "input_width", "input_height") if k not in data]
+            raise ModelError(
+                f"{source}: unknown spec fields {unknown}; known fields: {sorted(known)}"
+            )
+        missing = [
+            k for k in ("name", "architecture", "input_width", "input_height") if k not in data
+        ]
         if missing:
             raise ModelError(f"{source}: missing required spec fields {missing}")
         kwargs = dict(data)

@@ -376,7 +376,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]")
+            for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if origin in (Mapping, dict) or annotation in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
@@ -428,9 +431,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
-def load_config(
-    path: str | Path | None = None, overrides: Sequence[str] = ()
-) -> TrainingConfig:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainingConfig:
     """The configuration in YAML file ``path`` (None: all defaults) with ``overrides`` applied.
 
     A bare name such as ``synthcity_default`` resolves to the shipped

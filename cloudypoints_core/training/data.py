@@ -108,8 +108,17 @@ def cache_root(data: DataConfig) -> Path:
 
 # ------------------------------------------------------------------------------------ SynthCity
 _SYNTHCITY_KEYS = frozenset(
-    {"seed_start", "seed_count", "seeds", "frames_per_seed", "index_stride", "width", "height",
-     "synthcity_config", "cache"}
+    {
+        "seed_start",
+        "seed_count",
+        "seeds",
+        "frames_per_seed",
+        "index_stride",
+        "width",
+        "height",
+        "synthcity_config",
+        "cache",
+    }
 )
 
 
@@ -418,10 +427,14 @@ class SampleTransform:
         new_h = max(self.height, round(h0 * factor))
         x0 = int(rng.integers(0, new_w - self.width + 1))
         y0 = int(rng.integers(0, new_h - self.height + 1))
-        rgb = _resize(rgb, new_w, new_h, nearest=False)[y0:y0 + self.height, x0:x0 + self.width]
-        depth = _resize(depth, new_w, new_h, nearest=True)[y0:y0 + self.height, x0:x0 + self.width]
+        rgb = _resize(rgb, new_w, new_h, nearest=False)[
+            y0 : y0 + self.height, x0 : x0 + self.width
+        ]
+        depth = _resize(depth, new_w, new_h, nearest=True)[
+            y0 : y0 + self.height, x0 : x0 + self.width
+        ]
         far = _resize(far.view(np.uint8), new_w, new_h, nearest=True)[
-            y0:y0 + self.height, x0:x0 + self.width
+            y0 : y0 + self.height, x0 : x0 + self.width
         ].view(bool)
         intr = intr.resized(new_w, new_h).cropped(x0, y0, self.width, self.height)
         if rng.random() < aug.hflip_prob:
@@ -504,7 +517,7 @@ class EpochSampler:
             order = list(range(self.n))
         total = math.ceil(self.n / self.world_size) * self.world_size
         order += order[: total - self.n]
-        mine = order[self.rank::self.world_size]
+        mine = order[self.rank :: self.world_size]
         if self.drop_last:
             mine = mine[: len(mine) // self.batch_size * self.batch_size]
         return mine
@@ -513,5 +526,5 @@ class EpochSampler:
         return max(0, len(self.indices()) - self.start)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self.indices()[self.start:]:
+        for index in self.indices()[self.start :]:
             yield (index, self.epoch)

@@ -30,8 +30,15 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata
 
     versions = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("torch", "numpy", "onnx", "onnxruntime", "opencv-python-headless", "PyYAML",
-                 "mlflow-skinny"):
+    for dist in (
+        "torch",
+        "numpy",
+        "onnx",
+        "onnxruntime",
+        "opencv-python-headless",
+        "PyYAML",
+        "mlflow-skinny",
+    ):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -101,8 +108,10 @@ def render_model_card(
         "## Training data",
         f"- Data set: `{data.dataset}`",
         splits,
-        f"- SynthCity seeds >= 1000000 are the held-out test set, never used for training or "
-        "validation." if data.dataset == "synthcity" else "",
+        "- SynthCity seeds >= 1000000 are the held-out test set, never used for training or "
+        "validation."
+        if data.dataset == "synthcity"
+        else "",
         "",
         "## How it was trained",
         f"- Command: `{command}`",

@@ -110,7 +110,7 @@ def _select_device(config: TrainingConfig, dist: _Dist) -> Any:
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators (CPU and CUDA)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds legacy global RNG users)
     torch.manual_seed(seed)
 
 
@@ -118,13 +118,13 @@ def _worker_init(worker_id: int) -> None:
     # torch gives each worker a distinct seed derived from the loader's generator; pass it on so
     # any numpy/random use inside a data set differs between workers yet is reproducible.
     seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seeds legacy global RNG users)
     random.seed(seed)
 
 
 def _rng_state() -> dict[str, Any]:
     """Global RNG states as tensors and numbers (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (seeds legacy global RNG users)
     py_state = random.getstate()
     state: dict[str, Any] = {
         "rng_torch": torch.get_rng_state(),
@@ -143,7 +143,7 @@ def _rng_state() -> dict[str, Any]:
 
 def _restore_rng(ckpt: Mapping[str, Any]) -> None:
     torch.set_rng_state(ckpt["rng_torch"])
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002 (restores the legacy global RNG)
         (
             "MT19937",
             ckpt["rng_numpy_keys"].numpy().astype(np.uint32),
@@ -340,12 +340,13 @@ def _plot(path: Path, epochs: list[dict[str, Any]], steps: list[dict[str, Any]])
         if len(v) >= 20:
             k = max(5, len(v) // 50)
             smooth = np.convolve(v, np.ones(k) / k, mode="valid")
-            axes[0].plot(s[k - 1:], smooth, color="C0", label=f"train loss ({k}-step mean)")
+            axes[0].plot(s[k - 1 :], smooth, color="C0", label=f"train loss ({k}-step mean)")
     if epochs:
         e_steps = [r["step"] for r in epochs]
         if all("val_loss" in r for r in epochs):
-            axes[0].plot(e_steps, [r["val_loss"] for r in epochs], "o-", color="C1",
-                         label="val loss")
+            axes[0].plot(
+                e_steps, [r["val_loss"] for r in epochs], "o-", color="C1", label="val loss"
+            )
         ep = [r["epoch"] for r in epochs]
         if all("val_abs_rel" in r for r in epochs):
             axes[1].plot(ep, [r["val_abs_rel"] for r in epochs], "o-", label="val AbsRel")
@@ -409,8 +410,10 @@ def train(
     if resume is not None:
         ckpt = load_checkpoint(resume)
         saved = TrainingConfig.from_yaml(ckpt["config_yaml"], source=f"{resume} config")
-        if saved.model != config.model or saved.data.input_width != config.data.input_width or (
-            saved.data.input_height != config.data.input_height
+        if (
+            saved.model != config.model
+            or saved.data.input_width != config.data.input_width
+            or (saved.data.input_height != config.data.input_height)
         ):
             raise ConfigError(
                 f"checkpoint {resume} was trained with another model or input size; resume with "
@@ -421,9 +424,12 @@ def train(
     run_dir = Path(out_dir) if out_dir is not None else _default_run_dir(config)
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
-    device_kind = "cuda" if config.train.device.startswith("cuda") or (
-        config.train.device == "auto" and torch.cuda.is_available()
-    ) else "cpu"
+    device_kind = (
+        "cuda"
+        if config.train.device.startswith("cuda")
+        or (config.train.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     dist = _setup_distributed(device_kind)
     device = _select_device(config, dist)
     if device.type == "cuda":
@@ -461,7 +467,10 @@ def train(
                     if split == "test" and not options:
                         continue
                     sources[split] = create_dataset(
-                        config.data.dataset, options, split=split, data=config.data,
+                        config.data.dataset,
+                        options,
+                        split=split,
+                        data=config.data,
                         cache_dir=cache_dir,
                     )
             dist.barrier()
@@ -474,19 +483,29 @@ def train(
             train_fx = intr.resized(config.data.input_width, config.data.input_height).fx_px
         head = config.model.head_range_m
         common = dict(
-            data=config.data, mean=config.model.mean, std=config.model.std,
-            train_fx_px=train_fx, head_range_m=head,
+            data=config.data,
+            mean=config.model.mean,
+            std=config.model.std,
+            train_fx_px=train_fx,
+            head_range_m=head,
         )
         train_tf = SampleTransform(
-            **common, augment=config.augment, seed=config.train.seed  # type: ignore[arg-type]
+            **common,
+            augment=config.augment,
+            seed=config.train.seed,  # type: ignore[arg-type]
         )
         train_set = TransformedDataset(sources["train"], train_tf)
         eval_tf = SampleTransform(**common)  # type: ignore[arg-type]
         eval_sets = {s: TransformedDataset(sources[s], eval_tf) for s in sources if s != "train"}
         batch = config.train.batch_size
         sampler = EpochSampler(
-            len(train_set), shuffle=True, seed=config.train.seed, rank=dist.rank,
-            world_size=dist.world_size, batch_size=batch, drop_last=True,
+            len(train_set),
+            shuffle=True,
+            seed=config.train.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            batch_size=batch,
+            drop_last=True,
         )
         steps_per_epoch = len(sampler) // batch
         if steps_per_epoch < 1:
@@ -553,13 +572,28 @@ def train(
             log.info(
                 "training %s (%s, %.2f M params, %.3f GFLOPs at %dx%d) on %s: %d train / %d val "
                 "samples, %d steps per epoch, %d epochs, device %s x %d",
-                spec.name, spec.architecture, cost["params_m"], cost["gflops"],
-                spec.input_width, spec.input_height, config.data.dataset, len(train_set),
-                len(eval_sets["val"]), steps_per_epoch, config.train.epochs, device,
+                spec.name,
+                spec.architecture,
+                cost["params_m"],
+                cost["gflops"],
+                spec.input_width,
+                spec.input_height,
+                config.data.dataset,
+                len(train_set),
+                len(eval_sets["val"]),
+                steps_per_epoch,
+                config.train.epochs,
+                device,
                 dist.world_size,
             )
-            tracker.log_params({**config.to_dict(), "train_fx_px": train_fx,
-                                "gflops": cost["gflops"], "params_m": cost["params_m"]})
+            tracker.log_params(
+                {
+                    **config.to_dict(),
+                    "train_fx_px": train_fx,
+                    "gflops": cost["gflops"],
+                    "params_m": cost["params_m"],
+                }
+            )
 
         def checkpoint(next_epoch: int, in_epoch: int) -> None:
             if not dist.is_main:
@@ -601,8 +635,12 @@ def train(
             loader = _make_loader(train_set, sampler, batch, config.data.num_workers, device)
             t0 = epoch_start = time.monotonic()
             bar = tqdm(
-                loader, total=steps_per_epoch, initial=step_in_epoch, mininterval=2.0,
-                desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not dist.is_main or None,
+                loader,
+                total=steps_per_epoch,
+                initial=step_in_epoch,
+                mininterval=2.0,
+                desc=f"epoch {epoch + 1}/{config.train.epochs}",
+                disable=not dist.is_main or None,
                 dynamic_ncols=True,
             )
             for batch_data in bar:
@@ -628,16 +666,24 @@ def train(
                 epoch_loss_sum += value
                 epoch_loss_n += 1
                 history.steps.append(
-                    {"step": step, "epoch": epoch, "loss": value,
-                     "lr": optimizer.param_groups[0]["lr"], **terms}
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": value,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **terms,
+                    }
                 )
                 bar.set_postfix(loss=f"{value:.4f}", refresh=False)
                 stop = config.train.max_steps is not None and step >= config.train.max_steps
                 end_of_epoch = step_in_epoch >= steps_per_epoch
-                if not end_of_epoch and (stop or (
-                    config.train.checkpoint_every_steps
-                    and step % config.train.checkpoint_every_steps == 0
-                )):
+                if not end_of_epoch and (
+                    stop
+                    or (
+                        config.train.checkpoint_every_steps
+                        and step % config.train.checkpoint_every_steps == 0
+                    )
+                ):
                     train_time += time.monotonic() - t0
                     t0 = time.monotonic()
                     checkpoint(epoch, step_in_epoch)
@@ -658,8 +704,14 @@ def train(
             }
             if dist.is_main:
                 val = evaluate(
-                    _unwrap(model), val_loader, device, train_fx, config.data.eval_min_depth_m,
-                    config.data.eval_max_depth_m, loss_kwargs, desc="validating",
+                    _unwrap(model),
+                    val_loader,
+                    device,
+                    train_fx,
+                    config.data.eval_min_depth_m,
+                    config.data.eval_max_depth_m,
+                    loss_kwargs,
+                    desc="validating",
                 )
                 row.update({f"val_{k}": v for k, v in val.items()})
                 metric = val[config.train.best_metric]
@@ -683,8 +735,14 @@ def train(
                 log.info(
                     "epoch %d/%d: train loss %.4f, val loss %.4f, AbsRel %.4f, a1 %.4f, "
                     "RMSE %.2f m (best epoch %d)",
-                    epoch + 1, config.train.epochs, row["train_loss"], val.get("loss", math.nan),
-                    val["abs_rel"], val["a1"], val["rmse"], best_epoch,
+                    epoch + 1,
+                    config.train.epochs,
+                    row["train_loss"],
+                    val.get("loss", math.nan),
+                    val["abs_rel"],
+                    val["a1"],
+                    val["rmse"],
+                    best_epoch,
                 )
             epoch += 1
             step_in_epoch = 0
@@ -709,11 +767,17 @@ def train(
                     eval_sets["test"], None, config.train.val_batch_size, 0, device
                 )
                 metrics["test"] = evaluate(
-                    final, test_loader, device, train_fx, config.data.eval_min_depth_m,
-                    config.data.eval_max_depth_m, desc="testing",
+                    final,
+                    test_loader,
+                    device,
+                    train_fx,
+                    config.data.eval_min_depth_m,
+                    config.data.eval_max_depth_m,
+                    desc="testing",
                 )
-                tracker.log_metrics({f"test_{k}": v for k, v in metrics["test"].items()},
-                                    step=epoch)
+                tracker.log_metrics(
+                    {f"test_{k}": v for k, v in metrics["test"].items()}, step=epoch
+                )
             summary = {
                 "epochs_run": epoch,
                 "steps": step,
@@ -764,7 +828,12 @@ def _finish_package(
     from cloudypoints_core.training.model_card import render_model_card
 
     card = render_model_card(
-        spec, config, command=command, cost=cost, metrics=metrics, summary=summary,
+        spec,
+        config,
+        command=command,
+        cost=cost,
+        metrics=metrics,
+        summary=summary,
         versions=versions,
     )
     export_package(model, spec, run_dir / "package", model_card=card)

@@ -32,8 +32,14 @@ def make_intr(dist: tuple[float, ...] = (), width: int = 160, height: int = 120)
     model = "rational_polynomial" if len(dist) == 8 else "plumb_bob"
     # An off-centre principal point and fx != fy catch swapped or centred assumptions.
     return Intrinsics(
-        fx_px=0.80 * width, fy_px=0.82 * width, cx_px=0.47 * width + 0.3,
-        cy_px=0.53 * height - 0.2, width=width, height=height, dist=dist, distortion_model=model,
+        fx_px=0.80 * width,
+        fy_px=0.82 * width,
+        cx_px=0.47 * width + 0.3,
+        cy_px=0.53 * height - 0.2,
+        width=width,
+        height=height,
+        dist=dist,
+        distortion_model=model,
     )
 
 
@@ -109,9 +115,18 @@ class TestIntrinsicsValue:
     @pytest.mark.parametrize(
         "change",
         [
-            {"fx_px": 0.0}, {"fx_px": -1.0}, {"fy_px": math.nan}, {"fx_px": math.inf},
-            {"fx_px": True}, {"cx_px": math.nan}, {"cy_px": "1"}, {"width": 0}, {"height": -3},
-            {"width": 10.5}, {"dist": (math.nan, 0, 0, 0, 0)}, {"dist": (0.1,) * 6},
+            {"fx_px": 0.0},
+            {"fx_px": -1.0},
+            {"fy_px": math.nan},
+            {"fx_px": math.inf},
+            {"fx_px": True},
+            {"cx_px": math.nan},
+            {"cy_px": "1"},
+            {"width": 0},
+            {"height": -3},
+            {"width": 10.5},
+            {"dist": (math.nan, 0, 0, 0, 0)},
+            {"dist": (0.1,) * 6},
             {"distortion_model": "kannala_brandt"},
         ],
     )
@@ -149,8 +164,9 @@ class TestIntrinsicsValue:
         assert c.fx_px == intr.fx_px
         assert intr.resized(640, 480) == intr
 
-    @pytest.mark.parametrize("window", [(-1, 0, 10, 10), (0, 0, 0, 10), (600, 0, 41, 10),
-                                        (0, 400, 10, 81)])
+    @pytest.mark.parametrize(
+        "window", [(-1, 0, 10, 10), (0, 0, 0, 10), (600, 0, 41, 10), (0, 400, 10, 81)]
+    )
     def test_bad_crop(self, window: tuple[int, int, int, int]) -> None:
         with pytest.raises(IntrinsicsError):
             make_intr(width=640, height=480).cropped(*window)
@@ -180,9 +196,14 @@ def ramp(width: int, height: int, axis: int) -> np.ndarray:
 @pytest.mark.parametrize(
     ("size", "interpolation"),
     [
-        ((320, 240), "linear"), ((160, 120), "linear"), ((213, 157), "linear"),
-        ((1000, 701), "linear"), ((320, 240), "area"), ((160, 120), "area"),
-        ((213, 157), "area"), ((97, 61), "area"),
+        ((320, 240), "linear"),
+        ((160, 120), "linear"),
+        ((213, 157), "linear"),
+        ((1000, 701), "linear"),
+        ((320, 240), "area"),
+        ((160, 120), "area"),
+        ((213, 157), "area"),
+        ((97, 61), "area"),
     ],
 )
 def test_resized_intrinsics_match_opencv_sampling(
@@ -226,9 +247,7 @@ def test_nearest_is_within_half_a_source_pixel() -> None:
     assert np.abs(plain - predicted).max() > 1.0
 
 
-def render_blobs(
-    uv: np.ndarray, width: int, height: int, sigma_px: float
-) -> np.ndarray:
+def render_blobs(uv: np.ndarray, width: int, height: int, sigma_px: float) -> np.ndarray:
     """Gaussian spots (peak 1) centred at the sub-pixel positions ``uv`` (N, 2)."""
     u, v = pixel_grid(width, height)
     img = np.zeros((height, width), dtype=np.float64)

@@ -64,8 +64,9 @@ def encode(pixels: np.ndarray, encoding: str, pad: int, big_endian: bool, kind: 
     assert row_bytes.shape[1] == w * info.pixel_bytes
     padded = np.full((h, row_bytes.shape[1] + pad), 0xAB, np.uint8)  # junk in the padding
     padded[:, : row_bytes.shape[1]] = row_bytes
-    return FakeImage(h, w, encoding, int(big_endian), padded.shape[1], to_buffer(padded.tobytes(),
-                                                                                 kind))
+    return FakeImage(
+        h, w, encoding, int(big_endian), padded.shape[1], to_buffer(padded.tobytes(), kind)
+    )
 
 
 def random_pixels(rng, encoding: str, h: int = 5, w: int = 7) -> np.ndarray:

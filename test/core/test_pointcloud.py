@@ -139,27 +139,43 @@ class TestUnpack:
         buf = np.zeros(h * row_step, np.uint8)
         rec = np.ndarray(
             (h, w),
-            dtype=np.dtype({"names": ["rgb", "z", "x", "y"],
-                            "formats": [e + "u4", e + "f4", e + "f4", e + "f4"],
-                            "offsets": [0, 8, 16, 24], "itemsize": step}),
-            buffer=buf, strides=(row_step, step),
+            dtype=np.dtype(
+                {
+                    "names": ["rgb", "z", "x", "y"],
+                    "formats": [e + "u4", e + "f4", e + "f4", e + "f4"],
+                    "offsets": [0, 8, 16, 24],
+                    "itemsize": step,
+                }
+            ),
+            buffer=buf,
+            strides=(row_step, step),
         )
         rec["x"], rec["y"], rec["z"] = xyz[..., 0], xyz[..., 1], xyz[..., 2]
         r, g, b = (rgb[..., k].astype(np.uint32) for k in range(3))
         rec["rgb"] = (r << 16) | (g << 8) | b
         cloud = PackedCloud(
-            fields=(PointFieldSpec("rgb", 0, UINT32), PointFieldSpec("z", 8, FLOAT32),
-                    PointFieldSpec("x", 16, FLOAT32), PointFieldSpec("y", 24, FLOAT32)),
-            data=buf, height=h, width=w, point_step=step, row_step=row_step,
-            is_dense=True, is_bigendian=big_endian,
+            fields=(
+                PointFieldSpec("rgb", 0, UINT32),
+                PointFieldSpec("z", 8, FLOAT32),
+                PointFieldSpec("x", 16, FLOAT32),
+                PointFieldSpec("y", 24, FLOAT32),
+            ),
+            data=buf,
+            height=h,
+            width=w,
+            point_step=step,
+            row_step=row_step,
+            is_dense=True,
+            is_bigendian=big_endian,
         )
         got_xyz, got_rgb = unpack_points(cloud)
         np.testing.assert_array_equal(got_xyz, xyz)
         np.testing.assert_array_equal(got_rgb, rgb)
 
     def test_missing_fields(self) -> None:
-        cloud = PackedCloud((PointFieldSpec("x", 0, FLOAT32),), np.zeros(16, np.uint8), 1, 1, 16,
-                            16, True)
+        cloud = PackedCloud(
+            (PointFieldSpec("x", 0, FLOAT32),), np.zeros(16, np.uint8), 1, 1, 16, 16, True
+        )
         with pytest.raises(InputError, match="lacks"):
             unpack_points(cloud)
 
@@ -175,8 +191,15 @@ class TestUnpack:
         ],
     )
     def test_packed_cloud_validation(self, kwargs) -> None:
-        args = dict(fields=(PointFieldSpec("x", 0, FLOAT32),), data=np.zeros(32, np.uint8),
-                    height=1, width=2, point_step=16, row_step=32, is_dense=True)
+        args = dict(
+            fields=(PointFieldSpec("x", 0, FLOAT32),),
+            data=np.zeros(32, np.uint8),
+            height=1,
+            width=2,
+            point_step=16,
+            row_step=32,
+            is_dense=True,
+        )
         args.update(kwargs)
         with pytest.raises(InputError):
             PackedCloud(**args)  # type: ignore[arg-type]
@@ -196,8 +219,13 @@ INTR_INT = Intrinsics(130.0, 128.0, 80.0, 60.0, 160, 120)
 @pytest.mark.parametrize("organised", [True, False])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"stride": 3}, {"roi": (10, 7, 101, 53)}, {"roi": (10, 7, 101, 53), "stride": 4},
-     {"min_range_m": 2.0, "max_range_m": 20.0}],
+    [
+        {},
+        {"stride": 3},
+        {"roi": (10, 7, 101, 53)},
+        {"roi": (10, 7, 101, 53), "stride": 4},
+        {"min_range_m": 2.0, "max_range_m": 20.0},
+    ],
 )
 def test_backproject_packed_equals_backproject_then_pack(
     intr, coloured: bool, organised: bool, options, rng
@@ -210,8 +238,11 @@ def test_backproject_packed_equals_backproject_then_pack(
     expected = pack_points(ps.xyz, ps.rgb)
     got = backproject_packed(depth, intr, rgb, organised=organised, **options)
     assert got.fields == expected.fields
-    assert (got.height, got.width, got.row_step) == (expected.height, expected.width,
-                                                     expected.row_step)
+    assert (got.height, got.width, got.row_step) == (
+        expected.height,
+        expected.width,
+        expected.row_step,
+    )
     assert got.is_dense == expected.is_dense == (not organised)
     np.testing.assert_array_equal(got.data, expected.data)
 
@@ -333,8 +364,10 @@ class TestPly:
         np.testing.assert_array_equal(xyz, [[1, 2, 3], [-1, 0.5, 2]])
         np.testing.assert_array_equal(rgb, [[10, 20, 30], [255, 0, 1]])
         body = np.array([(1.5, -2.0, 3.25)], dtype=[("x", ">f4"), ("y", ">f4"), ("z", ">f4")])
-        header = b"ply\nformat binary_big_endian 1.0\nelement vertex 1\nproperty float x\n" \
-                 b"property float y\nproperty float z\nend_header\n"
+        header = (
+            b"ply\nformat binary_big_endian 1.0\nelement vertex 1\nproperty float x\n"
+            b"property float y\nproperty float z\nend_header\n"
+        )
         (tmp_path / "b.ply").write_bytes(header + body.tobytes())
         xyz, rgb = read_ply(tmp_path / "b.ply")
         assert rgb is None

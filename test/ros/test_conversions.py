@@ -31,8 +31,10 @@ def test_to_byte_array_is_one_copy_of_the_bytes() -> None:
     out = conv.to_byte_array(depth)
     assert isinstance(out, array.array) and out.typecode == "B"
     assert bytes(out) == depth.tobytes()
-    assert conv.to_byte_array(depth[:, ::2]).tobytes() == np.ascontiguousarray(
-        depth[:, ::2]).tobytes()
+    assert (
+        conv.to_byte_array(depth[:, ::2]).tobytes()
+        == np.ascontiguousarray(depth[:, ::2]).tobytes()
+    )
     same = array.array("B", b"abc")
     assert conv.to_byte_array(same) is same
 
@@ -51,8 +53,9 @@ def test_depth_image_message_uses_the_fast_path_and_round_trips() -> None:
 def test_millimetre_depth_images_become_metres_with_nan_for_zero() -> None:
     mm = np.array([[0, 1500], [65535, 20]], dtype=np.uint16)
     msg = Image(height=2, width=2, encoding="16UC1", step=4, is_bigendian=0, data=mm.tobytes())
-    np.testing.assert_allclose(conv.image_msg_to_depth(msg),
-                               [[np.nan, 1.5], [65.535, 0.02]], rtol=1e-6)
+    np.testing.assert_allclose(
+        conv.image_msg_to_depth(msg), [[np.nan, 1.5], [65.535, 0.02]], rtol=1e-6
+    )
     with pytest.raises(EncodingError):
         conv.image_msg_to_depth(Image(height=1, width=1, encoding="rgb8", step=3, data=b"abc"))
 
@@ -94,8 +97,10 @@ def test_cloud_message_carries_the_packed_layout_and_reads_back() -> None:
     ("make", "reason"),
     [
         (lambda: Image(height=0, width=0, encoding="rgb8", step=0), "empty_image"),
-        (lambda: Image(height=2, width=2, encoding="nv12", step=6, data=b"x" * 12),
-         "bad_encoding"),
+        (
+            lambda: Image(height=2, width=2, encoding="nv12", step=6, data=b"x" * 12),
+            "bad_encoding",
+        ),
         (lambda: Image(height=2, width=2, encoding="rgb8", step=6, data=b"x" * 11), "short_data"),
         (lambda: Image(height=2, width=2, encoding="rgb8", step=5, data=b"x" * 12), "short_data"),
         (lambda: CompressedImage(format="jpeg", data=b""), "empty_image"),

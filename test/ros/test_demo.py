@@ -19,8 +19,16 @@ def test_demo_runs_the_node_and_writes_the_report(
     tmp_path: Path, model_dir: Path, ros_domain: int
 ) -> None:
     out = tmp_path / "demo"
-    config = DemoConfig(out=out, model=str(model_dir), frames=8, width=128, height=64,
-                        domain_id=ros_domain, timeout_s=90.0, drain_s=1.0)
+    config = DemoConfig(
+        out=out,
+        model=str(model_dir),
+        frames=8,
+        width=128,
+        height=64,
+        domain_id=ros_domain,
+        timeout_s=90.0,
+        drain_s=1.0,
+    )
     assert run_demo(config) == 0
     summary = json.loads((out / "summary.json").read_text())
     frames = summary["frames"]
@@ -47,8 +55,7 @@ def test_demo_runs_the_node_and_writes_the_report(
     assert np.isfinite(xyz).all()
     assert (out / "cloud_views.png").stat().st_size > 10_000
     assert "AbsRel" in (out / "summary.md").read_text()
-    assert {p.name for p in (out / "logs").iterdir()} == {"node.log", "player.log",
-                                                          "recorder.log"}
+    assert {p.name for p in (out / "logs").iterdir()} == {"node.log", "player.log", "recorder.log"}
     assert not list(out.rglob(".*tmp*"))
 
 

@@ -21,8 +21,12 @@ from harness import camera_info, compressed_png, raw_image
 pytestmark = pytest.mark.ros
 
 CLOUD_DTYPE = np.dtype(
-    {"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"],
-     "offsets": [0, 4, 8, 12], "itemsize": 16}
+    {
+        "names": ["x", "y", "z", "rgb"],
+        "formats": ["<f4", "<f4", "<f4", "<u4"],
+        "offsets": [0, 4, 8, 12],
+        "itemsize": 16,
+    }
 )
 
 
@@ -127,7 +131,10 @@ def test_point_cloud_is_the_back_projection_of_the_published_depth(
     )
     cloud = got["points"]
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
-        ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("rgb", 12, 7, 1)
+        ("x", 0, 7, 1),
+        ("y", 4, 7, 1),
+        ("z", 8, 7, 1),
+        ("rgb", 12, 7, 1),
     ]
     assert cloud.header.frame_id == "camera_optical_frame" and cloud.height == 1
     depth = _depth_of(got["depth/image"])
@@ -167,13 +174,23 @@ def _encode(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(
     ("encoding", "pad", "big_endian"),
     [
-        ("rgb8", 0, False), ("bgr8", 0, False), ("rgba8", 0, False), ("bgra8", 0, False),
-        ("mono8", 0, False), ("mono16", 0, False), ("mono16", 6, True), ("rgb8", 13, False),
+        ("rgb8", 0, False),
+        ("bgr8", 0, False),
+        ("rgba8", 0, False),
+        ("bgra8", 0, False),
+        ("mono8", 0, False),
+        ("mono16", 0, False),
+        ("mono16", 6, True),
+        ("rgb8", 13, False),
         ("bgra8", 32, False),
     ],
 )
 def test_every_encoding_and_padded_rows(
-    probe: Any, frames: list[Any], reference_estimator: Any, encoding: str, pad: int,
+    probe: Any,
+    frames: list[Any],
+    reference_estimator: Any,
+    encoding: str,
+    pad: int,
     big_endian: bool,
 ) -> None:
     frame = frames[2]
@@ -183,8 +200,7 @@ def test_every_encoding_and_padded_rows(
     assert msg.step == WIDTH * (pixels.size // (WIDTH * HEIGHT)) * pixels.itemsize + pad
     got = probe.request(msg, camera_info(frame.intrinsics, stamp))
     expected = reference_estimator.predict(seen, frame.intrinsics).depth_m
-    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6,
-                               equal_nan=True)
+    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6, equal_nan=True)
 
 
 def test_camera_info_is_paired_by_stamp(
@@ -198,16 +214,15 @@ def test_camera_info_is_paired_by_stamp(
     probe.info_pub.publish(camera_info(own, stamp))
     probe.info_pub.publish(camera_info(other, stamp + 1))
     time.sleep(0.1)
-    got = probe.request(raw_image(frame.rgb, "rgb8", stamp), None,
-                        topics=("depth/image", "depth/camera_info"))
+    got = probe.request(
+        raw_image(frame.rgb, "rgb8", stamp), None, topics=("depth/image", "depth/camera_info")
+    )
     assert got["depth/camera_info"].k[0] == pytest.approx(own.fx_px)
     expected = reference_estimator.predict(frame.rgb, own).depth_m
-    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6,
-                               equal_nan=True)
+    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6, equal_nan=True)
     # A stamp no CameraInfo has: the latest one is used (with a warning counted).
     stamp2 = _stamp()
-    got = probe.request(raw_image(frame.rgb, "rgb8", stamp2), None,
-                        topics=("depth/camera_info",))
+    got = probe.request(raw_image(frame.rgb, "rgb8", stamp2), None, topics=("depth/camera_info",))
     assert got["depth/camera_info"].k[0] == pytest.approx(other.fx_px)
     status = probe.latest_status(lambda s: int(s.get("warning.camera_info_stamp_mismatch", 0)) > 0)
     assert int(status["warning.camera_info_stamp_mismatch"]) >= 1
@@ -243,14 +258,17 @@ def _bad_inputs(frame: Any) -> list[tuple[str, Any, Any]]:
         info.p = [0.0] * 12  # so that K is what counts
         cases.append(("bad_camera_info", raw_image(rgb, "rgb8", stamp), info))
     stamp = _stamp()
-    cases.append(("camera_info_size_mismatch", raw_image(rgb, "rgb8", stamp),
-                  camera_info(intr.resized(WIDTH * 2, HEIGHT * 2), stamp)))
+    cases.append(
+        (
+            "camera_info_size_mismatch",
+            raw_image(rgb, "rgb8", stamp),
+            camera_info(intr.resized(WIDTH * 2, HEIGHT * 2), stamp),
+        )
+    )
     return cases
 
 
-def test_bad_inputs_are_counted_and_the_node_keeps_serving(
-    probe: Any, frames: list[Any]
-) -> None:
+def test_bad_inputs_are_counted_and_the_node_keeps_serving(probe: Any, frames: list[Any]) -> None:
     frame = frames[0]
     expected: dict[str, int] = {}
     for reason, image, info in _bad_inputs(frame):
@@ -276,14 +294,22 @@ def test_runtime_cloud_parameters_apply_on_the_next_frame(
     probe: Any, node: Any, frames: list[Any]
 ) -> None:
     frame = frames[1]
-    change = {"cloud.stride": 2, "cloud.min_range_m": 6.0, "cloud.max_range_m": 15.0,
-              "cloud.organized": True, "cloud.color": False}
+    change = {
+        "cloud.stride": 2,
+        "cloud.min_range_m": 6.0,
+        "cloud.max_range_m": 15.0,
+        "cloud.organized": True,
+        "cloud.color": False,
+    }
     results = probe.set_parameters(change)
     assert all(r.successful for r in results), [r.reason for r in results]
     try:
         stamp = _stamp()
-        got = probe.request(raw_image(frame.rgb, "rgb8", stamp),
-                            camera_info(frame.intrinsics, stamp), topics=("depth/image", "points"))
+        got = probe.request(
+            raw_image(frame.rgb, "rgb8", stamp),
+            camera_info(frame.intrinsics, stamp),
+            topics=("depth/image", "points"),
+        )
         cloud = got["points"]
         assert (cloud.height, cloud.width) == (HEIGHT // 2, WIDTH // 2)
         assert [f.name for f in cloud.fields] == ["x", "y", "z"] and not cloud.is_dense
@@ -301,9 +327,15 @@ def test_runtime_cloud_parameters_apply_on_the_next_frame(
         assert not bad.successful and "output_resolution" in bad.reason
         assert node.get_parameter("cloud.stride").value == 2
     finally:
-        probe.set_parameters({"cloud.stride": 1, "cloud.min_range_m": 0.0,
-                              "cloud.max_range_m": 80.0, "cloud.organized": False,
-                              "cloud.color": True})
+        probe.set_parameters(
+            {
+                "cloud.stride": 1,
+                "cloud.min_range_m": 0.0,
+                "cloud.max_range_m": 80.0,
+                "cloud.organized": False,
+                "cloud.color": True,
+            }
+        )
 
 
 def test_output_resolution_model_publishes_model_sized_depth(
@@ -313,9 +345,11 @@ def test_output_resolution_model_publishes_model_sized_depth(
     assert all(r.successful for r in probe.set_parameters({"output_resolution": "model"}))
     try:
         stamp = _stamp()
-        got = probe.request(raw_image(frame.rgb, "rgb8", stamp),
-                            camera_info(frame.intrinsics, stamp),
-                            topics=("depth/image", "depth/camera_info", "points"))
+        got = probe.request(
+            raw_image(frame.rgb, "rgb8", stamp),
+            camera_info(frame.intrinsics, stamp),
+            topics=("depth/image", "depth/camera_info", "points"),
+        )
         expected = reference_estimator.predict(frame.rgb, frame.intrinsics, "model")
         depth = _depth_of(got["depth/image"])
         assert depth.shape == (32, 64)
@@ -331,8 +365,12 @@ def test_output_resolution_model_publishes_model_sized_depth(
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("model_path", "/elsewhere/model"), ("backend", "torch"), ("device", "cuda"),
-     ("input_transport", "compressed")],
+    [
+        ("model_path", "/elsewhere/model"),
+        ("backend", "torch"),
+        ("device", "cuda"),
+        ("input_transport", "compressed"),
+    ],
 )
 def test_start_up_parameters_are_refused_at_run_time(
     probe: Any, node: Any, name: str, value: str
@@ -359,8 +397,11 @@ def test_diagnostics_report_backend_counts_and_latency(probe: Any, frames: list[
 def test_colormap_is_published_as_rgb8(probe: Any, frames: list[Any]) -> None:
     frame = frames[0]
     stamp = _stamp()
-    got = probe.request(raw_image(frame.rgb, "rgb8", stamp), camera_info(frame.intrinsics, stamp),
-                        topics=("depth/colormap", "depth/image"))
+    got = probe.request(
+        raw_image(frame.rgb, "rgb8", stamp),
+        camera_info(frame.intrinsics, stamp),
+        topics=("depth/colormap", "depth/image"),
+    )
     cmap = got["depth/colormap"]
     assert cmap.encoding == "rgb8" and (cmap.width, cmap.height) == (WIDTH, HEIGHT)
     pixels = np.frombuffer(bytes(cmap.data), np.uint8).reshape(HEIGHT, WIDTH, 3)
@@ -379,8 +420,7 @@ def test_compressed_transport_and_corrupt_data(
     stamp = _stamp()
     got = probe.request(compressed_png(frame.rgb, stamp), camera_info(frame.intrinsics, stamp))
     expected = reference_estimator.predict(frame.rgb, frame.intrinsics).depth_m
-    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6,
-                               equal_nan=True)
+    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6, equal_nan=True)
     for blob in (b"\x89PNG\r\n\x1a\nnot really", b""):
         stamp = _stamp()
         bad = compressed_png(frame.rgb, stamp)
@@ -391,8 +431,10 @@ def test_compressed_transport_and_corrupt_data(
     stamp = _stamp()
     probe.request(compressed_png(frame.rgb, stamp), camera_info(frame.intrinsics, stamp))
     probe.latest_status(
-        lambda s: int(s.get("error.bad_compressed_data", 0)) >= 1
-        and int(s.get("error.empty_image", 0)) >= 1
+        lambda s: (
+            int(s.get("error.bad_compressed_data", 0)) >= 1
+            and int(s.get("error.empty_image", 0)) >= 1
+        )
     )
 
 
@@ -408,15 +450,15 @@ def test_fallback_intrinsics_when_no_camera_info(
 
     assert all(r.successful for r in probe.set_parameters({"fallback.fx": 150.0}))
     stamp = _stamp()
-    got = probe.request(raw_image(frame.rgb, "rgb8", stamp), None,
-                        topics=("depth/image", "depth/camera_info"))
+    got = probe.request(
+        raw_image(frame.rgb, "rgb8", stamp), None, topics=("depth/image", "depth/camera_info")
+    )
     from cloudypoints_core.geometry import Intrinsics
 
     intr = Intrinsics(150.0, 150.0, (WIDTH - 1) / 2, (HEIGHT - 1) / 2, WIDTH, HEIGHT)
     assert list(got["depth/camera_info"].k) == pytest.approx(list(intr.k_matrix().reshape(-1)))
     expected = reference_estimator.predict(frame.rgb, intr).depth_m
-    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6,
-                               equal_nan=True)
+    np.testing.assert_allclose(_depth_of(got["depth/image"]), expected, rtol=1e-6, equal_nan=True)
     probe.latest_status(lambda s: int(s.get("warning.camera_info_fallback", 0)) >= 1)
 
 
@@ -437,7 +479,9 @@ def test_burst_keeps_the_newest_frame_and_counts_drops(
     ros_env: Any, model_dir: Path, frames: list[Any], reference_estimator: Any
 ) -> None:
     node, probe = ros_env.start_depth_node(
-        "/cp_burst", model_dir, {"reliable_input": True},
+        "/cp_burst",
+        model_dir,
+        {"reliable_input": True},
         estimator=_SlowEstimator(reference_estimator, 0.3),
     )
     frame = frames[0]
@@ -467,11 +511,17 @@ def _run_node(args: list[str], timeout: float = 60.0) -> subprocess.CompletedPro
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
         [sys.executable, "-m", "cloudypoints_ros.depth_node", "--ros-args", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
     )
 
 
-def test_missing_or_corrupt_model_or_bad_arguments_exit_non_zero(tmp_path: Path, ros_domain: int) -> None:
+def test_missing_or_corrupt_model_or_bad_arguments_exit_non_zero(
+    tmp_path: Path, ros_domain: int
+) -> None:
     missing = _run_node(["-p", f"model_path:={tmp_path / 'nowhere'}"])
     assert missing.returncode == 1
     assert "cannot start" in missing.stderr and "does not exist" in missing.stderr

@@ -33,17 +33,20 @@ def _installed_share() -> Path | None:
 
 @launch_pytest.fixture
 def launch_description(model_dir: Path, ros_domain: int) -> Any:
-    from launch import LaunchDescription
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from launch import LaunchDescription
 
     if _installed_share() is None:
         pytest.skip("cloudypoints_ros is not installed in an ament index (colcon build first)")
     include = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={
-            "model": str(model_dir), "namespace": "/cp_launch",
-            "image_topic": "/cp_launch/image", "camera_info_topic": "/cp_launch/camera_info",
+            "model": str(model_dir),
+            "namespace": "/cp_launch",
+            "image_topic": "/cp_launch/image",
+            "camera_info_topic": "/cp_launch/camera_info",
         }.items(),
     )
     return LaunchDescription([include, launch_pytest.actions.ReadyToTest()])
@@ -67,9 +70,11 @@ def test_launched_node_publishes_depth(frames: list[Any], ros_domain: int) -> No
         probe.wait_connected(timeout=30.0)
         frame = frames[0]
         stamp = time.time_ns()
-        got = probe.request(raw_image(frame.rgb, "rgb8", stamp),
-                            camera_info(frame.intrinsics, stamp),
-                            topics=("depth/image", "points"))
+        got = probe.request(
+            raw_image(frame.rgb, "rgb8", stamp),
+            camera_info(frame.intrinsics, stamp),
+            topics=("depth/image", "points"),
+        )
         assert got["depth/image"].encoding == "32FC1"
         assert got["points"].header.frame_id == "camera_optical_frame"
     finally:

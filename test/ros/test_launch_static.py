@@ -79,8 +79,11 @@ def _load_with_stand_ins(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 def _evaluate(module: types.ModuleType, **args: str) -> tuple[dict[str, str], list[_Recorder]]:
     description = module.generate_launch_description()
-    declared = {a.args[0]: a.kwargs["default_value"] for a in description.args[0]
-                if isinstance(a, _Recorder) and "default_value" in a.kwargs}
+    declared = {
+        a.args[0]: a.kwargs["default_value"]
+        for a in description.args[0]
+        if isinstance(a, _Recorder) and "default_value" in a.kwargs
+    }
     (opaque,) = [a for a in description.args[0] if "function" in a.kwargs]
     context = {**declared, **args}
     return declared, opaque.kwargs["function"](context)
@@ -91,8 +94,16 @@ def test_launch_arguments_map_to_parameters_and_remappings(
 ) -> None:
     module = _load_with_stand_ins(monkeypatch)
     declared, (node, rviz) = _evaluate(module)
-    assert set(declared) == {"model", "backend", "device", "image_topic", "camera_info_topic",
-                             "namespace", "params_file", "use_rviz"}
+    assert set(declared) == {
+        "model",
+        "backend",
+        "device",
+        "image_topic",
+        "camera_info_topic",
+        "namespace",
+        "params_file",
+        "use_rviz",
+    }
     assert declared["params_file"] == "/opt/share/cloudypoints_ros/config/depth.yaml"
     assert node.kwargs["package"] == "cloudypoints_ros"
     assert node.kwargs["executable"] == "depth_node"
@@ -100,15 +111,24 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     # Empty arguments leave the params file alone.
     assert node.kwargs["parameters"] == [declared["params_file"]]
     assert dict(node.kwargs["remappings"]) == {
-        "image": "/camera/image", "image/compressed": "/camera/image/compressed",
+        "image": "/camera/image",
+        "image/compressed": "/camera/image/compressed",
         "camera_info": "/camera/camera_info",
     }
-    assert rviz.kwargs["arguments"] == ["-d", "/opt/share/cloudypoints_ros/config/"
-                                              "cloudypoints.rviz"]
+    assert rviz.kwargs["arguments"] == [
+        "-d",
+        "/opt/share/cloudypoints_ros/config/cloudypoints.rviz",
+    ]
     assert rviz.kwargs["condition"].args == ("false",)
 
-    _, (node, rviz) = _evaluate(module, model="/models/m", backend="tensorrt",
-                                image_topic="/cam/raw/", namespace="/car1", use_rviz="true")
+    _, (node, rviz) = _evaluate(
+        module,
+        model="/models/m",
+        backend="tensorrt",
+        image_topic="/cam/raw/",
+        namespace="/car1",
+        use_rviz="true",
+    )
     assert node.kwargs["parameters"][1] == {"model_path": "/models/m", "backend": "tensorrt"}
     assert node.kwargs["namespace"] == "/car1" == rviz.kwargs["namespace"]
     assert dict(node.kwargs["remappings"])["image/compressed"] == "/cam/raw/compressed"

@@ -43,10 +43,18 @@ def _stamp(msg: Any) -> int:
 def test_played_bag_is_recorded_with_timing_and_shifted_stamps(
     ros_env: Any, tmp_path: Path
 ) -> None:
-    source = write_synthcity_bag(tmp_path / "in", seed=2, n_frames=N_FRAMES, width=64, height=32,
-                                 rate_hz=RATE_HZ, progress=False)
-    recorder = BagRecorder(ros_env.add_node(Node("test_recorder", context=ros_env.context)),
-                           tmp_path / "out", TOPICS)
+    source = write_synthcity_bag(
+        tmp_path / "in",
+        seed=2,
+        n_frames=N_FRAMES,
+        width=64,
+        height=32,
+        rate_hz=RATE_HZ,
+        progress=False,
+    )
+    recorder = BagRecorder(
+        ros_env.add_node(Node("test_recorder", context=ros_env.context)), tmp_path / "out", TOPICS
+    )
     player = BagPlayer(ros_env.add_node(Node("test_player", context=ros_env.context)), source)
     assert player.topics == sorted(TOPICS)
     player.wait_for_subscribers(list(TOPICS), timeout_s=10.0)
@@ -64,7 +72,7 @@ def test_played_bag_is_recorded_with_timing_and_shifted_stamps(
     original, recorded = _messages(source), _messages(bag)
     for topic in TOPICS:
         assert len(recorded[topic]) == N_FRAMES, topic
-        for (_, a), (log_ns, b) in zip(original[topic], recorded[topic]):
+        for (_, a), (log_ns, b) in zip(original[topic], recorded[topic], strict=True):
             # One offset for every message: pairs that shared a stamp still do.
             assert _stamp(b) - _stamp(a) == result.offset_ns
             assert 0 <= log_ns - _stamp(b) < 1_000_000_000  # received after its (new) stamp
@@ -80,10 +88,13 @@ def test_player_and_recorder_refuse_bad_arguments(ros_env: Any, tmp_path: Path) 
     with pytest.raises(BagError, match="/topic:package/msg/Type"):
         parse_topic("camera/image")
     with pytest.raises(BagError, match="does not exist"):
-        BagPlayer(ros_env.add_node(Node("test_player_bad", context=ros_env.context)),
-                  tmp_path / "missing")
+        BagPlayer(
+            ros_env.add_node(Node("test_player_bad", context=ros_env.context)),
+            tmp_path / "missing",
+        )
     existing = tmp_path / "exists"
     existing.mkdir()
     with pytest.raises(BagError, match="exists already"):
-        BagRecorder(ros_env.add_node(Node("test_recorder_bad", context=ros_env.context)),
-                    existing, TOPICS)
+        BagRecorder(
+            ros_env.add_node(Node("test_recorder_bad", context=ros_env.context)), existing, TOPICS
+        )

@@ -38,17 +38,34 @@ def _rows(report: Path) -> dict[int, dict[str, str]]:
 
 
 @pytest.mark.parametrize(("storage", "fmt"), [("mcap", "raw"), ("sqlite3", "png")])
-def test_live_replay_agrees_with_offline(model_dir: Path, tmp_path: Path, storage: str,
-                                         fmt: str) -> None:
-    bag = write_synthcity_bag(tmp_path / "bag", seed=11, n_frames=N_FRAMES, width=128,
-                              height=64, storage=storage, image_format=fmt, progress=False)
-    offline = evaluate_bag(bag, model_dir, tmp_path / "offline", backend="onnxruntime",
-                           progress=False, plots=False)
+def test_live_replay_agrees_with_offline(
+    model_dir: Path, tmp_path: Path, storage: str, fmt: str
+) -> None:
+    bag = write_synthcity_bag(
+        tmp_path / "bag",
+        seed=11,
+        n_frames=N_FRAMES,
+        width=128,
+        height=64,
+        storage=storage,
+        image_format=fmt,
+        progress=False,
+    )
+    offline = evaluate_bag(
+        bag, model_dir, tmp_path / "offline", backend="onnxruntime", progress=False, plots=False
+    )
     assert offline["frames"]["ok"] == N_FRAMES
-    live = run_replay_eval(ReplayOptions(
-        bag=bag, out_dir=tmp_path / "live", model=str(model_dir), backend="onnxruntime",
-        env=_env(), startup_timeout_s=60.0, plots=False,
-    ))
+    live = run_replay_eval(
+        ReplayOptions(
+            bag=bag,
+            out_dir=tmp_path / "live",
+            model=str(model_dir),
+            backend="onnxruntime",
+            env=_env(),
+            startup_timeout_s=60.0,
+            plots=False,
+        )
+    )
     assert live["kind"] == "live"
     assert live["frames_published"] == N_FRAMES  # every input image seen by the evaluator
     assert live["replay"]["player_completed"] is True
@@ -75,13 +92,20 @@ def test_live_replay_agrees_with_offline(model_dir: Path, tmp_path: Path, storag
 
 
 def test_replay_with_a_broken_model_still_reports(tmp_path: Path) -> None:
-    bag = write_synthcity_bag(tmp_path / "bag", seed=1, n_frames=2, width=64, height=32,
-                              progress=False)
+    bag = write_synthcity_bag(
+        tmp_path / "bag", seed=1, n_frames=2, width=64, height=32, progress=False
+    )
     bad_model = tmp_path / "no_such_model"
-    summary = run_replay_eval(ReplayOptions(
-        bag=bag, out_dir=tmp_path / "live", model=str(bad_model), env=_env(),
-        startup_timeout_s=60.0, plots=False,
-    ))
+    summary = run_replay_eval(
+        ReplayOptions(
+            bag=bag,
+            out_dir=tmp_path / "live",
+            model=str(bad_model),
+            env=_env(),
+            startup_timeout_s=60.0,
+            plots=False,
+        )
+    )
     assert summary["partial"] is True
     assert any("depth node exited during start-up" in r for r in summary["partial_reasons"])
     assert summary["frames"]["ok"] == 0

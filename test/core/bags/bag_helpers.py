@@ -24,8 +24,10 @@ def write_bag(path: Path, topics: dict[str, list[tuple[int, object]]]) -> Path:
     """A bag with exactly the given messages (topic -> [(stamp, rosbags message)])."""
     store = get_typestore()
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {t: writer.add_connection(t, msgs[0][1].__msgtype__, typestore=store)
-                 for t, msgs in topics.items()}
+        conns = {
+            t: writer.add_connection(t, msgs[0][1].__msgtype__, typestore=store)
+            for t, msgs in topics.items()
+        }
         events = sorted((s, t, msg) for t, msgs in topics.items() for s, msg in msgs)
         for stamp, topic, msg in events:
             writer.write(conns[topic], stamp, m.serialize(msg))
@@ -33,13 +35,21 @@ def write_bag(path: Path, topics: dict[str, list[tuple[int, object]]]) -> Path:
 
 
 def rgb_msgs(n: int, rng: np.random.Generator, topic_shape=(16, 32)) -> list:
-    return [(T0 + i * DT, m.image_message(rng.integers(0, 256, (*topic_shape, 3), np.uint8),
-                                          "rgb8", T0 + i * DT)) for i in range(n)]
+    return [
+        (
+            T0 + i * DT,
+            m.image_message(
+                rng.integers(0, 256, (*topic_shape, 3), np.uint8), "rgb8", T0 + i * DT
+            ),
+        )
+        for i in range(n)
+    ]
 
 
 def info_msgs(n: int, intr: Intrinsics = INTR, offset: int = 0) -> list:
-    return [(T0 + i * DT + offset, m.camera_info_message(intr, T0 + i * DT + offset))
-            for i in range(n)]
+    return [
+        (T0 + i * DT + offset, m.camera_info_message(intr, T0 + i * DT + offset)) for i in range(n)
+    ]
 
 
 def depth_msgs(n: int, value: float = 5.0, stamps: list[int] | None = None) -> list:
@@ -51,6 +61,13 @@ def big_bag(path: Path, n: int = 10) -> tuple[Path, list[FrameRecord]]:
     # About 0.45 MB per frame, so the 1 MiB MCAP chunks hold 2-3 frames each.
     rng = np.random.default_rng(3)
     intr = Intrinsics(200.0, 200.0, 127.5, 127.5, 256, 256)
-    frames = [FrameRecord(rng.integers(0, 256, (256, 256, 3), np.uint8), intr, T0 + i * DT,
-                          rng.uniform(1, 50, (256, 256)).astype(np.float32)) for i in range(n)]
+    frames = [
+        FrameRecord(
+            rng.integers(0, 256, (256, 256, 3), np.uint8),
+            intr,
+            T0 + i * DT,
+            rng.uniform(1, 50, (256, 256)).astype(np.float32),
+        )
+        for i in range(n)
+    ]
     return write_frames_bag(path, frames, progress=False), frames

@@ -35,8 +35,13 @@ def synth_bags(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str]
     for storage in ("mcap", "sqlite3"):
         for fmt in ("raw", "png", "jpeg"):
             bags[(storage, fmt)] = write_synthcity_bag(
-                root / f"synth_{storage}_{fmt}", seed=SYNTH_SEED, n_frames=SYNTH_FRAMES,
-                width=SYNTH_W, height=SYNTH_H, storage=storage, image_format=fmt,
+                root / f"synth_{storage}_{fmt}",
+                seed=SYNTH_SEED,
+                n_frames=SYNTH_FRAMES,
+                width=SYNTH_W,
+                height=SYNTH_H,
+                storage=storage,
+                image_format=fmt,
                 progress=False,
             )
     return bags
@@ -48,8 +53,12 @@ def cityscapes_tree(tmp_path_factory: pytest.TempPathFactory):
     from cityscapes_fixture import write_cityscapes_fixture
 
     return write_cityscapes_fixture(
-        tmp_path_factory.mktemp("cityscapes"), width=128, height=64,
-        layout={"val": ("frankfurt", "lindau")}, sequence_splits=("val",), snippet_length=6,
+        tmp_path_factory.mktemp("cityscapes"),
+        width=128,
+        height=64,
+        layout={"val": ("frankfurt", "lindau")},
+        sequence_splits=("val",),
+        snippet_length=6,
     )
 
 

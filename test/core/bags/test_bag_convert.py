@@ -35,22 +35,30 @@ def _by_topic(bag: Path) -> dict[str, list]:
 
 def _files(tree, city: str, seq: int, frame: int) -> tuple[np.ndarray, np.ndarray, int]:
     stem = f"{city}_{seq:06d}_{frame:06d}"
-    rgb = cv2.imread(str(tree.root / "leftImg8bit_sequence" / "val" / city /
-                         f"{stem}_leftImg8bit.png"))[:, :, ::-1]
-    disp = cv2.imread(str(tree.root / "disparity_sequence" / "val" / city /
-                          f"{stem}_disparity.png"), cv2.IMREAD_UNCHANGED)
-    stamp = int((tree.root / "timestamp_sequence" / "val" / city /
-                 f"{stem}_timestamp.txt").read_text())
+    rgb = cv2.imread(
+        str(tree.root / "leftImg8bit_sequence" / "val" / city / f"{stem}_leftImg8bit.png")
+    )[:, :, ::-1]
+    disp = cv2.imread(
+        str(tree.root / "disparity_sequence" / "val" / city / f"{stem}_disparity.png"),
+        cv2.IMREAD_UNCHANGED,
+    )
+    stamp = int(
+        (tree.root / "timestamp_sequence" / "val" / city / f"{stem}_timestamp.txt").read_text()
+    )
     return rgb, disp, stamp
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_sequence_messages_match_the_files(cityscapes_tree, tmp_path: Path, storage: str) -> None:
-    bag = convert_cityscapes(cityscapes_tree.root, "val", "lindau", 1, tmp_path / "bag",
-                             storage=storage, progress=False)
+    bag = convert_cityscapes(
+        cityscapes_tree.root, "val", "lindau", 1, tmp_path / "bag", storage=storage, progress=False
+    )
     msgs = _by_topic(bag)
     assert {k: len(v) for k, v in msgs.items()} == {
-        "/camera/image": 6, "/camera/camera_info": 6, "/camera/depth_gt": 6}
+        "/camera/image": 6,
+        "/camera/camera_info": 6,
+        "/camera/depth_gt": 6,
+    }
     cal = cityscapes_tree.calibration["lindau_000001_000000"]
     for frame in range(6):
         rgb, disp, stamp = _files(cityscapes_tree, "lindau", 1, frame)
@@ -58,12 +66,13 @@ def test_sequence_messages_match_the_files(cityscapes_tree, tmp_path: Path, stor
         assert t_img == stamp and img.header.stamp.sec * 10**9 + img.header.stamp.nanosec == stamp
         np.testing.assert_array_equal(image_msg_to_rgb(img), rgb)
         _, info = msgs["/camera/camera_info"][frame]
-        np.testing.assert_allclose(info.k, [cal["fx"], 0, cal["u0"], 0, cal["fy"], cal["v0"],
-                                            0, 0, 1])
-        np.testing.assert_allclose(info.p, [cal["fx"], 0, cal["u0"], 0, 0, cal["fy"], cal["v0"],
-                                            0, 0, 0, 1, 0])
-        assert (info.width, info.height, info.header.frame_id) == (128, 64,
-                                                                   "camera_optical_frame")
+        np.testing.assert_allclose(
+            info.k, [cal["fx"], 0, cal["u0"], 0, cal["fy"], cal["v0"], 0, 0, 1]
+        )
+        np.testing.assert_allclose(
+            info.p, [cal["fx"], 0, cal["u0"], 0, 0, cal["fy"], cal["v0"], 0, 0, 0, 1, 0]
+        )
+        assert (info.width, info.height, info.header.frame_id) == (128, 64, "camera_optical_frame")
         assert info.distortion_model == "plumb_bob" and not np.any(info.d)
         _, gt = msgs["/camera/depth_gt"][frame]
         depth = image_msg_to_numpy(gt)
@@ -75,18 +84,32 @@ def test_sequence_messages_match_the_files(cityscapes_tree, tmp_path: Path, stor
 
 
 def test_resize_and_compressed(cityscapes_tree, tmp_path: Path) -> None:
-    bag = convert_cityscapes(cityscapes_tree.root, "val", "frankfurt", 0, tmp_path / "bag",
-                             image_format="png", size=(64, 32), max_frames=2, hood_fraction=0.0,
-                             progress=False)
+    bag = convert_cityscapes(
+        cityscapes_tree.root,
+        "val",
+        "frankfurt",
+        0,
+        tmp_path / "bag",
+        image_format="png",
+        size=(64, 32),
+        max_frames=2,
+        hood_fraction=0.0,
+        progress=False,
+    )
     msgs = _by_topic(bag)
     assert {k: len(v) for k, v in msgs.items()} == {
-        "/camera/image/compressed": 2, "/camera/camera_info": 2, "/camera/depth_gt": 2}
+        "/camera/image/compressed": 2,
+        "/camera/camera_info": 2,
+        "/camera/depth_gt": 2,
+    }
     cal = cityscapes_tree.calibration["frankfurt_000000_000000"]
     _, info = msgs["/camera/camera_info"][0]
     assert (info.width, info.height) == (64, 32)
     # Halving maps fx -> fx / 2 and cx -> (cx + 0.5) / 2 - 0.5.
-    np.testing.assert_allclose(info.k[[0, 2, 4, 5]], [cal["fx"] / 2, (cal["u0"] + 0.5) / 2 - 0.5,
-                                                      cal["fy"] / 2, (cal["v0"] + 0.5) / 2 - 0.5])
+    np.testing.assert_allclose(
+        info.k[[0, 2, 4, 5]],
+        [cal["fx"] / 2, (cal["u0"] + 0.5) / 2 - 0.5, cal["fy"] / 2, (cal["v0"] + 0.5) / 2 - 0.5],
+    )
     _, disp, _ = _files(cityscapes_tree, "frankfurt", 0, 0)
     full = expected_depth(disp, cal["baseline"], cal["fx"]).astype(np.float32)
     gt = image_msg_to_numpy(msgs["/camera/depth_gt"][0][1])
@@ -139,24 +162,56 @@ def test_enumeration_and_errors(cityscapes_tree, tmp_path: Path) -> None:
 
 
 def test_synthcity_through_convert(tmp_path: Path) -> None:
-    bag = convert("synthcity", tmp_path / "s", seed=3, n_frames=2, width=32, height=16,
-                  progress=False)
+    bag = convert(
+        "synthcity", tmp_path / "s", seed=3, n_frames=2, width=32, height=16, progress=False
+    )
     assert {k: len(v) for k, v in _by_topic(bag).items()} == {
-        "/camera/image": 2, "/camera/camera_info": 2, "/camera/depth_gt": 2}
+        "/camera/image": 2,
+        "/camera/camera_info": 2,
+        "/camera/depth_gt": 2,
+    }
 
 
 def test_cli_convert_cityscapes(cityscapes_tree, tmp_path: Path) -> None:
     from cloudypoints_core.cli.main import main
 
     out = tmp_path / "bag"
-    code = main(["bag", "convert", "--dataset", "cityscapes", "--root",
-                 str(cityscapes_tree.root), "--split", "val", "--city", "lindau", "--sequence",
-                 "0", "--out", str(out), "--storage", "sqlite3", "--image-format", "png",
-                 "--width", "64", "--height", "32", "--frames", "3", "--no-progress"])
+    code = main(
+        [
+            "bag",
+            "convert",
+            "--dataset",
+            "cityscapes",
+            "--root",
+            str(cityscapes_tree.root),
+            "--split",
+            "val",
+            "--city",
+            "lindau",
+            "--sequence",
+            "0",
+            "--out",
+            str(out),
+            "--storage",
+            "sqlite3",
+            "--image-format",
+            "png",
+            "--width",
+            "64",
+            "--height",
+            "32",
+            "--frames",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     msgs = _by_topic(out)
     assert {k: len(v) for k, v in msgs.items()} == {
-        "/camera/image/compressed": 3, "/camera/camera_info": 3, "/camera/depth_gt": 3}
+        "/camera/image/compressed": 3,
+        "/camera/camera_info": 3,
+        "/camera/depth_gt": 3,
+    }
     assert msgs["/camera/camera_info"][0][1].width == 64
     # Missing options are one clear line and exit code 2, not a traceback.
     assert main(["bag", "convert", "--dataset", "cityscapes", "--out", str(tmp_path / "x")]) == 2

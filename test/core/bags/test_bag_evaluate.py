@@ -63,8 +63,9 @@ def test_score_frame_edge_cases() -> None:
     score = score_frame(gt, small)
     assert score.status == "ok" and "resampled" in score.note
     assert score.metrics["abs_rel"] == pytest.approx(0.25)
-    scaled = score_frame(gt, np.full((4, 6), 5.0, np.float32),
-                         make_protocol("whole_frame", median_scaling=True))
+    scaled = score_frame(
+        gt, np.full((4, 6), 5.0, np.float32), make_protocol("whole_frame", median_scaling=True)
+    )
     assert scaled.median_scale == pytest.approx(2.0) and scaled.metrics["abs_rel"] == 0.0
 
 
@@ -82,12 +83,14 @@ def test_score_frame_applies_the_protocol_window(rng: np.random.Generator) -> No
     from cloudypoints_core.evaluation.protocols import evaluate_image
 
     assert evaluate_image(cityscapes, gt, pred).metrics["rmse"] == pytest.approx(
-        score.metrics["rmse"], rel=1e-9)
+        score.metrics["rmse"], rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_offline_evaluation_of_synthcity(synth_bags, synth_frames, tiny_model, tmp_path: Path,
-                                         storage: str) -> None:
+def test_offline_evaluation_of_synthcity(
+    synth_bags, synth_frames, tiny_model, tmp_path: Path, storage: str
+) -> None:
     out = tmp_path / "report"
     summary = evaluate_bag(synth_bags[(storage, "raw")], tiny_model, out, progress=False)
     assert summary["partial"] is False and summary["frames"]["ok"] == SYNTH_FRAMES
@@ -109,7 +112,8 @@ def test_offline_evaluation_of_synthcity(synth_bags, synth_frames, tiny_model, t
         assert float(row["inference_ms"]) > 0 and float(row["read_ms"]) >= 0
     results = json.loads((out / "results.json").read_text())
     assert results["metrics"]["abs_rel"] == pytest.approx(
-        np.mean([w["abs_rel"] for w in per_frame]), rel=1e-9)
+        np.mean([w["abs_rel"] for w in per_frame]), rel=1e-9
+    )
     assert results["latency"]["inference"]["n"] == SYNTH_FRAMES
     assert results["topics"]["image"] == "/camera/image"
     assert results["model"]["name"] == "tiny"
@@ -135,26 +139,36 @@ def test_detailed_scoring_adds_bands_with_the_same_metrics(rng: np.random.Genera
 
 
 def test_detailed_report(synth_bags, tiny_model, tmp_path: Path) -> None:
-    summary = evaluate_bag(synth_bags[("mcap", "raw")], tiny_model, tmp_path / "r",
-                           detailed=True, progress=False)
+    summary = evaluate_bag(
+        synth_bags[("mcap", "raw")], tiny_model, tmp_path / "r", detailed=True, progress=False
+    )
     assert summary["bands"]["0-10m"]["metrics"] is not None
     rows = list(csv.DictReader((tmp_path / "r" / "per_image.csv").open()))
-    assert sum(summary["abs_rel_vs_distance"]["pixels"]) == sum(int(r["n_evaluated"])
-                                                                for r in rows)
+    assert sum(summary["abs_rel_vs_distance"]["pixels"]) == sum(
+        int(r["n_evaluated"]) for r in rows
+    )
     text = (tmp_path / "r" / "report.md").read_text()
     assert "By distance band" in text and "error_vs_distance.png" in text
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_offline_evaluation_of_cityscapes(cityscapes_tree, tiny_model, tmp_path: Path,
-                                          storage: str) -> None:
+def test_offline_evaluation_of_cityscapes(
+    cityscapes_tree, tiny_model, tmp_path: Path, storage: str
+) -> None:
     from cloudypoints_core.bags.convert import convert_cityscapes
 
-    bag = convert_cityscapes(cityscapes_tree.root, "val", "frankfurt", 0, tmp_path / "bag",
-                             storage=storage, image_format="jpeg", progress=False)
+    bag = convert_cityscapes(
+        cityscapes_tree.root,
+        "val",
+        "frankfurt",
+        0,
+        tmp_path / "bag",
+        storage=storage,
+        image_format="jpeg",
+        progress=False,
+    )
     summary = evaluate_bag(bag, tiny_model, tmp_path / "r", progress=False, plots=False)
-    assert summary["frames"] == {"total": 6, "ok": 6, "no_gt": 0, "no_valid_pixels": 0,
-                                 "error": 0}
+    assert summary["frames"] == {"total": 6, "ok": 6, "no_gt": 0, "no_valid_pixels": 0, "error": 0}
     assert summary["protocol"]["name"] == "cityscapes"
     assert "cityscapes" in (tmp_path / "r" / "report.md").read_text()
     assert summary["partial"] is False
@@ -173,31 +187,36 @@ def test_truncated_bag_gives_a_partial_report(tiny_model, tmp_path: Path) -> Non
     assert saved["partial"] is True and saved["frames"] == summary["frames"]
 
 
-def test_bag_without_ground_truth_is_partial(tiny_model, tmp_path: Path,
-                                             rng: np.random.Generator) -> None:
-    bag = write_bag(tmp_path / "b", {"/cam/image": rgb_msgs(3, rng),
-                                     "/cam/camera_info": info_msgs(3)})
+def test_bag_without_ground_truth_is_partial(
+    tiny_model, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    bag = write_bag(
+        tmp_path / "b", {"/cam/image": rgb_msgs(3, rng), "/cam/camera_info": info_msgs(3)}
+    )
     summary = evaluate_bag(bag, tiny_model, tmp_path / "r", progress=False, plots=False)
     assert summary["partial"] is True and summary["frames"]["no_gt"] == 3
     assert "the bag has no ground-truth depth topic" in summary["partial_reasons"]
     assert summary["metrics"] is None
 
 
-def test_ground_truth_at_another_resolution(tiny_model, tmp_path: Path,
-                                            rng: np.random.Generator) -> None:
+def test_ground_truth_at_another_resolution(
+    tiny_model, tmp_path: Path, rng: np.random.Generator
+) -> None:
     from cloudypoints_core.bags import messages as m
 
-    gt = [(s, m.depth_message(np.full((8, 16), 7.0, np.float32), s))
-          for s, _ in depth_msgs(3)]
-    bag = write_bag(tmp_path / "b", {"/cam/image": rgb_msgs(3, rng),
-                                     "/cam/camera_info": info_msgs(3), "/cam/depth_gt": gt})
+    gt = [(s, m.depth_message(np.full((8, 16), 7.0, np.float32), s)) for s, _ in depth_msgs(3)]
+    bag = write_bag(
+        tmp_path / "b",
+        {"/cam/image": rgb_msgs(3, rng), "/cam/camera_info": info_msgs(3), "/cam/depth_gt": gt},
+    )
     summary = evaluate_bag(bag, tiny_model, tmp_path / "r", progress=False, plots=False)
     assert summary["frames"]["ok"] == 3 and summary["partial"] is False
     assert any("sizes differ" in w and "resampled to gt 16x8" in w for w in summary["warnings"])
 
 
-def test_unusable_bag_raises_before_any_report(tiny_model, tmp_path: Path,
-                                               rng: np.random.Generator) -> None:
+def test_unusable_bag_raises_before_any_report(
+    tiny_model, tmp_path: Path, rng: np.random.Generator
+) -> None:
     with pytest.raises(BagError, match="does not exist"):
         evaluate_bag(tmp_path / "missing", tiny_model, tmp_path / "r1", progress=False)
     bag = write_bag(tmp_path / "b", {"/cam/camera_info": info_msgs(2)})
@@ -206,8 +225,9 @@ def test_unusable_bag_raises_before_any_report(tiny_model, tmp_path: Path,
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
-def test_cli_functions(synth_bags, tiny_model, tmp_path: Path,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_functions(
+    synth_bags, tiny_model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cloudypoints_core.cli.bag import run_convert, run_evaluate, run_info
 
     assert run_info(synth_bags[("mcap", "png")]) == 0
@@ -218,8 +238,9 @@ def test_cli_functions(synth_bags, tiny_model, tmp_path: Path,
     assert info["evaluation_topics"]["compressed"] is True
     bag = tmp_path / "s"
     assert run_convert("synthcity", bag, frames=2, width=32, height=16, progress=False) == 0
-    assert run_evaluate(bag, tmp_path / "r", model=str(tiny_model), plots=False,
-                        progress=False) == 0
+    assert (
+        run_evaluate(bag, tmp_path / "r", model=str(tiny_model), plots=False, progress=False) == 0
+    )
     assert "2/2 frames scored" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "r")
 
@@ -241,8 +262,14 @@ class _FlakyEstimator:
 
 
 def test_failing_frames_make_a_partial_report(synth_bags, tiny_model, tmp_path: Path) -> None:
-    summary = evaluate_bag(synth_bags[("mcap", "raw")], None, tmp_path / "r", progress=False,
-                           plots=False, estimator=_FlakyEstimator(tiny_model))
+    summary = evaluate_bag(
+        synth_bags[("mcap", "raw")],
+        None,
+        tmp_path / "r",
+        progress=False,
+        plots=False,
+        estimator=_FlakyEstimator(tiny_model),
+    )
     assert summary["frames"]["error"] == SYNTH_FRAMES // 2
     assert summary["frames"]["ok"] == SYNTH_FRAMES - SYNTH_FRAMES // 2
     assert summary["partial"] is True and any("failed" in r for r in summary["partial_reasons"])

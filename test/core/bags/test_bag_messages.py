@@ -83,8 +83,9 @@ def test_camera_info_matrices() -> None:
 
 def test_camera_info_takes_an_explicit_p() -> None:
     p = np.array([[120.0, 0, 40.25, -25.1], [0, 118.0, 19.75, 0], [0, 0, 1, 0]])
-    back = m.deserialize(m.serialize(m.camera_info_message(INTR, 0, p=p)),
-                         "sensor_msgs/msg/CameraInfo")
+    back = m.deserialize(
+        m.serialize(m.camera_info_message(INTR, 0, p=p)), "sensor_msgs/msg/CameraInfo"
+    )
     np.testing.assert_array_equal(back.p, p.ravel())
     with pytest.raises(InputError, match="12"):
         m.camera_info_message(INTR, 0, p=np.zeros(9))

@@ -33,6 +33,7 @@ from cloudypoints_core.bags.reader import (
 from cloudypoints_core.errors import BagError
 from cloudypoints_core.geometry import Intrinsics
 
+
 # ------------------------------------------------------------------------------ good bags
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 @pytest.mark.parametrize("fmt", ["raw", "png"])
@@ -57,29 +58,39 @@ def test_bag_info(synth_bags) -> None:
     assert info.storage == "sqlite3"
     assert info.message_count == 3 * SYNTH_FRAMES
     assert {t.name: t.count for t in info.topics} == {
-        "/camera/image/compressed": SYNTH_FRAMES, "/camera/camera_info": SYNTH_FRAMES,
-        "/camera/depth_gt": SYNTH_FRAMES}
+        "/camera/image/compressed": SYNTH_FRAMES,
+        "/camera/camera_info": SYNTH_FRAMES,
+        "/camera/depth_gt": SYNTH_FRAMES,
+    }
     assert info.custom_data["cloudypoints.source"] == "synthcity"
     assert info.duration_ns > 0 and info.note == ""
 
 
 def test_topics_by_type_with_other_names(tmp_path: Path, rng: np.random.Generator) -> None:
-    bag = write_bag(tmp_path / "b", {
-        "/front/rgb": rgb_msgs(3, rng), "/front/info": info_msgs(3),
-        "/lidar/depth_projected": depth_msgs(3),
-    })
+    bag = write_bag(
+        tmp_path / "b",
+        {
+            "/front/rgb": rgb_msgs(3, rng),
+            "/front/info": info_msgs(3),
+            "/lidar/depth_projected": depth_msgs(3),
+        },
+    )
     frames = list(read_frames(bag))
     assert len(frames) == 3 and all(f.depth_gt_m is not None for f in frames)
     np.testing.assert_array_equal(frames[1].depth_gt_m, np.full((16, 32), 5.0, np.float32))
 
 
-def test_raw_preferred_over_compressed_and_explicit_topics(tmp_path: Path,
-                                                           rng: np.random.Generator) -> None:
+def test_raw_preferred_over_compressed_and_explicit_topics(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
     raw = rgb_msgs(2, rng)
-    png = [(s, m.compressed_image_message(np.zeros((16, 32, 3), np.uint8), "png", s))
-           for s, _ in raw]
-    bag = write_bag(tmp_path / "b", {"/cam/image": raw, "/cam/image/compressed": png,
-                                     "/cam/camera_info": info_msgs(2)})
+    png = [
+        (s, m.compressed_image_message(np.zeros((16, 32, 3), np.uint8), "png", s)) for s, _ in raw
+    ]
+    bag = write_bag(
+        tmp_path / "b",
+        {"/cam/image": raw, "/cam/image/compressed": png, "/cam/camera_info": info_msgs(2)},
+    )
     with open_bag(bag) as reader:
         streams = resolve_streams(reader)
         assert (streams.image, streams.compressed, streams.depth_gt) == ("/cam/image", False, None)
@@ -103,14 +114,23 @@ def test_missing_bag_and_not_a_bag(tmp_path: Path) -> None:
 
 def test_bag_without_image_topic_lists_what_it_has(tmp_path: Path) -> None:
     bag = write_bag(tmp_path / "b", {"/cam/camera_info": info_msgs(2), "/depth": depth_msgs(2)})
-    with pytest.raises(BagError, match=r"no colour image topic.*/cam/camera_info \(sensor_msgs/msg"
-                                       r"/CameraInfo, 2 msgs\).*/depth"):
+    with pytest.raises(
+        BagError,
+        match=r"no colour image topic.*/cam/camera_info \(sensor_msgs/msg"
+        r"/CameraInfo, 2 msgs\).*/depth",
+    ):
         list(read_frames(bag))
 
 
 def test_wrong_or_ambiguous_topics(tmp_path: Path, rng: np.random.Generator) -> None:
-    bag = write_bag(tmp_path / "b", {"/a/image": rgb_msgs(2, rng), "/b/image": rgb_msgs(2, rng),
-                                     "/a/camera_info": info_msgs(2)})
+    bag = write_bag(
+        tmp_path / "b",
+        {
+            "/a/image": rgb_msgs(2, rng),
+            "/b/image": rgb_msgs(2, rng),
+            "/a/camera_info": info_msgs(2),
+        },
+    )
     with pytest.raises(BagError, match="several image topics.*--image-topic"):
         list(read_frames(bag))
     with pytest.raises(BagError, match="no image topic '/c/image'.*/a/image"):
@@ -120,10 +140,13 @@ def test_wrong_or_ambiguous_topics(tmp_path: Path, rng: np.random.Generator) -> 
     assert len(list(read_frames(bag, image_topic="/b/image"))) == 2
 
 
-def test_camera_info_with_other_stamps_falls_back_to_latest(tmp_path: Path,
-                                                            rng: np.random.Generator) -> None:
-    bag = write_bag(tmp_path / "b", {"/cam/image": rgb_msgs(4, rng),
-                                     "/cam/camera_info": info_msgs(1, offset=-1000)})
+def test_camera_info_with_other_stamps_falls_back_to_latest(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    bag = write_bag(
+        tmp_path / "b",
+        {"/cam/image": rgb_msgs(4, rng), "/cam/camera_info": info_msgs(1, offset=-1000)},
+    )
     reader = FrameReader(bag)
     frames = list(reader)
     assert len(frames) == 4 and all(f.intrinsics == INTR for f in frames)
@@ -131,8 +154,9 @@ def test_camera_info_with_other_stamps_falls_back_to_latest(tmp_path: Path,
     assert any("latest camera info" in w for w in reader.stats.warnings)
 
 
-def test_images_without_camera_info_are_skipped_and_counted(tmp_path: Path,
-                                                            rng: np.random.Generator) -> None:
+def test_images_without_camera_info_are_skipped_and_counted(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
     bag = write_bag(tmp_path / "b", {"/cam/image": rgb_msgs(3, rng)})
     reader = FrameReader(bag)
     assert list(reader) == []
@@ -140,8 +164,9 @@ def test_images_without_camera_info_are_skipped_and_counted(tmp_path: Path,
     assert any("no sensor_msgs/msg/CameraInfo topic" in w for w in reader.stats.warnings)
     # Camera info for another image size: skipped with both sizes named.
     other = Intrinsics(40.0, 40.0, 31.5, 15.5, 64, 32)
-    bag2 = write_bag(tmp_path / "c", {"/cam/image": rgb_msgs(2, rng),
-                                      "/cam/camera_info": info_msgs(2, other)})
+    bag2 = write_bag(
+        tmp_path / "c", {"/cam/image": rgb_msgs(2, rng), "/cam/camera_info": info_msgs(2, other)}
+    )
     reader = FrameReader(bag2)
     assert list(reader) == []
     assert reader.stats.skipped_no_camera_info == 2
@@ -151,10 +176,14 @@ def test_images_without_camera_info_are_skipped_and_counted(tmp_path: Path,
 def test_missing_and_16bit_ground_truth(tmp_path: Path, rng: np.random.Generator) -> None:
     mm = np.full((16, 32), 2500, np.uint16)
     mm[0, 0] = 0
-    gt = [(T0, m.image_message(mm, "16UC1", T0)), (T0 + 2 * DT,
-                                                     m.image_message(mm, "16UC1", T0 + 2 * DT))]
-    bag = write_bag(tmp_path / "b", {"/cam/image": rgb_msgs(3, rng),
-                                     "/cam/camera_info": info_msgs(3), "/cam/depth": gt})
+    gt = [
+        (T0, m.image_message(mm, "16UC1", T0)),
+        (T0 + 2 * DT, m.image_message(mm, "16UC1", T0 + 2 * DT)),
+    ]
+    bag = write_bag(
+        tmp_path / "b",
+        {"/cam/image": rgb_msgs(3, rng), "/cam/camera_info": info_msgs(3), "/cam/depth": gt},
+    )
     reader = FrameReader(bag)
     frames = list(reader)
     assert [f.depth_gt_m is None for f in frames] == [False, True, False]
@@ -162,8 +191,9 @@ def test_missing_and_16bit_ground_truth(tmp_path: Path, rng: np.random.Generator
     assert reader.stats.missing_gt == 1
 
 
-def test_folder_without_metadata_is_read_with_a_warning(synth_bags, tmp_path: Path,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_folder_without_metadata_is_read_with_a_warning(
+    synth_bags, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bag = shutil.copytree(synth_bags[("mcap", "raw")], tmp_path / "b")
     (bag / "metadata.yaml").unlink()
     with caplog.at_level(logging.WARNING):
@@ -201,8 +231,10 @@ def test_corrupt_message_is_skipped_not_fatal(synth_bags, tmp_path: Path) -> Non
     db = next(bag.glob("*.db3"))
     with sqlite3.connect(db) as con:
         topic_id = con.execute("SELECT id FROM topics WHERE name='/camera/image'").fetchone()[0]
-        row = con.execute("SELECT id FROM messages WHERE topic_id=? ORDER BY timestamp LIMIT 1 "
-                          "OFFSET 2", (topic_id,)).fetchone()[0]
+        row = con.execute(
+            "SELECT id FROM messages WHERE topic_id=? ORDER BY timestamp LIMIT 1 OFFSET 2",
+            (topic_id,),
+        ).fetchone()[0]
         con.execute("UPDATE messages SET data=X'00010000' WHERE id=?", (row,))
     reader = FrameReader(bag)
     frames = list(reader)

@@ -49,8 +49,12 @@ def test_every_message_matches_synthcity(synth_bags, synth_frames, storage: str,
             assert msg.header.frame_id == "camera_optical_frame"
         _, img = msgs[image_topic][i]
         if fmt == "raw":
-            assert (img.encoding, img.height, img.width, img.step) == ("rgb8", SYNTH_H, SYNTH_W,
-                                                                       SYNTH_W * 3)
+            assert (img.encoding, img.height, img.width, img.step) == (
+                "rgb8",
+                SYNTH_H,
+                SYNTH_W,
+                SYNTH_W * 3,
+            )
             np.testing.assert_array_equal(img.data.reshape(SYNTH_H, SYNTH_W, 3), frame.rgb)
         elif fmt == "png":
             np.testing.assert_array_equal(compressed_to_rgb(img), frame.rgb)
@@ -61,10 +65,12 @@ def test_every_message_matches_synthcity(synth_bags, synth_frames, storage: str,
         _, info = msgs["/camera/camera_info"][i]
         intr: Intrinsics = frame.intrinsics
         assert (info.width, info.height) == (SYNTH_W, SYNTH_H)
-        np.testing.assert_allclose(info.k, [intr.fx_px, 0, intr.cx_px, 0, intr.fy_px,
-                                            intr.cy_px, 0, 0, 1])
-        np.testing.assert_allclose(info.p[[0, 2, 5, 6, 10]],
-                                   [intr.fx_px, intr.cx_px, intr.fy_px, intr.cy_px, 1])
+        np.testing.assert_allclose(
+            info.k, [intr.fx_px, 0, intr.cx_px, 0, intr.fy_px, intr.cy_px, 0, 0, 1]
+        )
+        np.testing.assert_allclose(
+            info.p[[0, 2, 5, 6, 10]], [intr.fx_px, intr.cx_px, intr.fy_px, intr.cy_px, 1]
+        )
         assert info.distortion_model == "plumb_bob" and not np.any(info.d)
         _, gt = msgs["/camera/depth_gt"][i]
         assert gt.encoding == "32FC1"
@@ -85,11 +91,15 @@ def test_metadata_is_what_ros2_bag_expects(synth_bags, storage: str) -> None:
     assert meta["relative_file_paths"] == [f"{bag.name}{suffix}"]
     assert (bag / f"{bag.name}{suffix}").is_file()
     assert meta["message_count"] == 3 * SYNTH_FRAMES
-    types = {t["topic_metadata"]["name"]: t["topic_metadata"]["type"]
-             for t in meta["topics_with_message_count"]}
-    assert types == {"/camera/image": "sensor_msgs/msg/Image",
-                     "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
-                     "/camera/depth_gt": "sensor_msgs/msg/Image"}
+    types = {
+        t["topic_metadata"]["name"]: t["topic_metadata"]["type"]
+        for t in meta["topics_with_message_count"]
+    }
+    assert types == {
+        "/camera/image": "sensor_msgs/msg/Image",
+        "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/camera/depth_gt": "sensor_msgs/msg/Image",
+    }
     assert meta["duration"]["nanoseconds"] == pytest.approx((SYNTH_FRAMES - 1) * PERIOD_NS, abs=5)
     assert meta["custom_data"]["cloudypoints.source"] == "synthcity"
 
@@ -120,8 +130,16 @@ def test_existing_bag_is_kept_unless_overwrite(tmp_path: Path) -> None:
     write_synthcity_bag(target, seed=1, n_frames=2, width=32, height=16, progress=False)
     with pytest.raises(BagError, match="exists"):
         write_synthcity_bag(target, seed=1, n_frames=2, width=32, height=16, progress=False)
-    write_synthcity_bag(target, seed=2, n_frames=3, width=32, height=16, progress=False,
-                        overwrite=True, storage="sqlite3")
+    write_synthcity_bag(
+        target,
+        seed=2,
+        n_frames=3,
+        width=32,
+        height=16,
+        progress=False,
+        overwrite=True,
+        storage="sqlite3",
+    )
     meta = yaml.safe_load((target / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["message_count"] == 9 and meta["storage_identifier"] == "sqlite3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
@@ -129,8 +147,16 @@ def test_existing_bag_is_kept_unless_overwrite(tmp_path: Path) -> None:
 
 def test_custom_topics_and_no_ground_truth(tmp_path: Path) -> None:
     topics = BagTopics(image="/cam/rgb", camera_info="/cam/info", depth_gt=None)
-    bag = write_synthcity_bag(tmp_path / "b", seed=0, n_frames=2, width=32, height=16,
-                              image_format="png", topics=topics, progress=False)
+    bag = write_synthcity_bag(
+        tmp_path / "b",
+        seed=0,
+        n_frames=2,
+        width=32,
+        height=16,
+        image_format="png",
+        topics=topics,
+        progress=False,
+    )
     assert set(_messages(bag)) == {"/cam/rgb/compressed", "/cam/info"}
 
 

@@ -29,18 +29,84 @@ ANNOTATED_FRAME = 19
 # Calibrations at the native 2048x1024 resolution; the first is the real example from the docs,
 # the others differ the way recordings do (baseline, focal length, mounting).
 NATIVE_CALIBRATIONS: dict[str, dict[str, float]] = {
-    "aachen": dict(baseline=0.209313, fx=2262.52, fy=2265.3017905988554, u0=1096.98, v0=513.137,
-                   z=1.22, pitch=0.038, roll=0.0, yaw=-0.0195, x=1.7, y=0.1),
-    "bochum": dict(baseline=0.222126, fx=2268.36, fy=2225.5405988775956, u0=1048.64, v0=519.277,
-                   z=1.18, pitch=0.05, roll=0.0, yaw=0.007, x=1.7, y=-0.1),
-    "frankfurt": dict(baseline=0.209313, fx=2262.52, fy=2265.3017905988554, u0=1096.98,
-                      v0=513.137, z=1.22, pitch=0.038, roll=0.0, yaw=-0.0195, x=1.7, y=0.1),
-    "lindau": dict(baseline=0.21409, fx=2265.0, fy=2265.0, u0=1067.0, v0=520.0, z=1.25,
-                   pitch=0.03, roll=0.0, yaw=0.0, x=1.7, y=0.1),
-    "berlin": dict(baseline=0.216, fx=2250.0, fy=2250.0, u0=1030.0, v0=500.0, z=1.3,
-                   pitch=0.045, roll=0.0, yaw=0.0, x=1.7, y=0.1),
-    "bonn": dict(baseline=0.20, fx=2270.0, fy=2272.0, u0=1050.0, v0=530.0, z=1.15,
-                 pitch=0.02, roll=0.0, yaw=0.0, x=1.7, y=0.1),
+    "aachen": dict(
+        baseline=0.209313,
+        fx=2262.52,
+        fy=2265.3017905988554,
+        u0=1096.98,
+        v0=513.137,
+        z=1.22,
+        pitch=0.038,
+        roll=0.0,
+        yaw=-0.0195,
+        x=1.7,
+        y=0.1,
+    ),
+    "bochum": dict(
+        baseline=0.222126,
+        fx=2268.36,
+        fy=2225.5405988775956,
+        u0=1048.64,
+        v0=519.277,
+        z=1.18,
+        pitch=0.05,
+        roll=0.0,
+        yaw=0.007,
+        x=1.7,
+        y=-0.1,
+    ),
+    "frankfurt": dict(
+        baseline=0.209313,
+        fx=2262.52,
+        fy=2265.3017905988554,
+        u0=1096.98,
+        v0=513.137,
+        z=1.22,
+        pitch=0.038,
+        roll=0.0,
+        yaw=-0.0195,
+        x=1.7,
+        y=0.1,
+    ),
+    "lindau": dict(
+        baseline=0.21409,
+        fx=2265.0,
+        fy=2265.0,
+        u0=1067.0,
+        v0=520.0,
+        z=1.25,
+        pitch=0.03,
+        roll=0.0,
+        yaw=0.0,
+        x=1.7,
+        y=0.1,
+    ),
+    "berlin": dict(
+        baseline=0.216,
+        fx=2250.0,
+        fy=2250.0,
+        u0=1030.0,
+        v0=500.0,
+        z=1.3,
+        pitch=0.045,
+        roll=0.0,
+        yaw=0.0,
+        x=1.7,
+        y=0.1,
+    ),
+    "bonn": dict(
+        baseline=0.20,
+        fx=2270.0,
+        fy=2272.0,
+        u0=1050.0,
+        v0=530.0,
+        z=1.15,
+        pitch=0.02,
+        roll=0.0,
+        yaw=0.0,
+        x=1.7,
+        y=0.1,
+    ),
 }
 
 
@@ -61,8 +127,12 @@ def scaled_calibration(native: dict[str, float], width: int, height: int) -> dic
     """The calibration of the same camera at ``width`` x ``height`` (pixel-centre convention)."""
     sx, sy = width / 2048.0, height / 1024.0
     out = dict(native)
-    out.update(fx=native["fx"] * sx, fy=native["fy"] * sy,
-               u0=(native["u0"] + 0.5) * sx - 0.5, v0=(native["v0"] + 0.5) * sy - 0.5)
+    out.update(
+        fx=native["fx"] * sx,
+        fy=native["fy"] * sy,
+        u0=(native["u0"] + 0.5) * sx - 0.5,
+        v0=(native["v0"] + 0.5) * sy - 0.5,
+    )
     return out
 
 
@@ -90,8 +160,9 @@ def scene_depth(
     return depth
 
 
-def depth_to_disparity_png(depth_m: npt.NDArray[np.float64], baseline_m: float, fx_px: float
-                           ) -> npt.NDArray[np.uint16]:
+def depth_to_disparity_png(
+    depth_m: npt.NDArray[np.float64], baseline_m: float, fx_px: float
+) -> npt.NDArray[np.uint16]:
     """Encode depth as Cityscapes stores disparity: p = round(d * 256) + 1, 0 where invalid."""
     with np.errstate(divide="ignore"):
         d = baseline_m * fx_px / depth_m
@@ -99,9 +170,19 @@ def depth_to_disparity_png(depth_m: npt.NDArray[np.float64], baseline_m: float, 
     return np.clip(p, 0, 65535).astype(np.uint16)
 
 
-def _write_frame(root: Path, kind_suffix: str, split: str, city: str, seq: int, frame: int,
-                 cal: dict[str, float], width: int, height: int, rng: np.random.Generator,
-                 with_camera: bool) -> None:
+def _write_frame(
+    root: Path,
+    kind_suffix: str,
+    split: str,
+    city: str,
+    seq: int,
+    frame: int,
+    cal: dict[str, float],
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    with_camera: bool,
+) -> None:
     stem = f"{city}_{seq:06d}_{frame:06d}"
     depth = scene_depth(cal, width, height, phase=0.3 * seq + 0.05 * frame)
     p = depth_to_disparity_png(depth, cal["baseline"], cal["fx"])
@@ -126,9 +207,19 @@ def _write_frame(root: Path, kind_suffix: str, split: str, city: str, seq: int, 
         (cam_dir / f"{stem}_camera.json").write_text(json.dumps(camera_json(cal), indent=2))
         veh_dir = root / "vehicle" / split / city
         veh_dir.mkdir(parents=True, exist_ok=True)
-        (veh_dir / f"{stem}_vehicle.json").write_text(json.dumps(
-            {"gpsHeading": 180.0, "gpsLatitude": 50.77, "gpsLongitude": 6.08,
-             "outsideTemperature": 12.5, "speed": 8.3 + seq, "yawRate": 0.01}, indent=2))
+        (veh_dir / f"{stem}_vehicle.json").write_text(
+            json.dumps(
+                {
+                    "gpsHeading": 180.0,
+                    "gpsLatitude": 50.77,
+                    "gpsLongitude": 6.08,
+                    "outsideTemperature": 12.5,
+                    "speed": 8.3 + seq,
+                    "yawRate": 0.01,
+                },
+                indent=2,
+            )
+        )
 
 
 def write_cityscapes_fixture(
@@ -157,8 +248,19 @@ def write_cityscapes_fixture(
             cal = scaled_calibration(NATIVE_CALIBRATIONS[city], width, height)
             for seq in sequences:
                 key = f"{city}_{seq:06d}_{ANNOTATED_FRAME:06d}"
-                _write_frame(root, "", split, city, seq, ANNOTATED_FRAME, cal, width, height, rng,
-                             with_camera=True)
+                _write_frame(
+                    root,
+                    "",
+                    split,
+                    city,
+                    seq,
+                    ANNOTATED_FRAME,
+                    cal,
+                    width,
+                    height,
+                    rng,
+                    with_camera=True,
+                )
                 tree.keys[split].append(key)
                 tree.calibration[key] = cal
                 if split not in sequence_splits:
@@ -167,8 +269,19 @@ def write_cityscapes_fixture(
                 stamp_dir.mkdir(parents=True, exist_ok=True)
                 for frame in range(snippet_length):
                     skey = f"{city}_{seq:06d}_{frame:06d}"
-                    _write_frame(root, "_sequence", split, city, seq, frame, cal, width, height,
-                                 rng, with_camera=False)
+                    _write_frame(
+                        root,
+                        "_sequence",
+                        split,
+                        city,
+                        seq,
+                        frame,
+                        cal,
+                        width,
+                        height,
+                        rng,
+                        with_camera=False,
+                    )
                     stamp_ns = 1_400_000_000_000_000_000 + seq * 10**10 + round(frame * 1e9 / 17.0)
                     (stamp_dir / f"{skey}_timestamp.txt").write_text(f"{stamp_ns}\n")
                     tree.sequence_keys[split].append(skey)
@@ -176,17 +289,30 @@ def write_cityscapes_fixture(
     return tree
 
 
-def write_full_size_frame(root: Path, split: str = "test", city: str = "berlin", seq: int = 7
-                          ) -> tuple[str, dict[str, float]]:
+def write_full_size_frame(
+    root: Path, split: str = "test", city: str = "berlin", seq: int = 7
+) -> tuple[str, dict[str, float]]:
     """One 2048x1024 frame (the real size, for the crop test); returns key and calibration."""
     cal = dict(NATIVE_CALIBRATIONS[city])
-    _write_frame(root, "", split, city, seq, ANNOTATED_FRAME, cal, 2048, 1024,
-                 np.random.default_rng(seq), with_camera=True)
+    _write_frame(
+        root,
+        "",
+        split,
+        city,
+        seq,
+        ANNOTATED_FRAME,
+        cal,
+        2048,
+        1024,
+        np.random.default_rng(seq),
+        with_camera=True,
+    )
     return f"{city}_{seq:06d}_{ANNOTATED_FRAME:06d}", cal
 
 
-def expected_depth(disparity_png: npt.NDArray[np.uint16], baseline_m: float, fx_px: float
-                   ) -> npt.NDArray[np.float64]:
+def expected_depth(
+    disparity_png: npt.NDArray[np.uint16], baseline_m: float, fx_px: float
+) -> npt.NDArray[np.float64]:
     """Independent reference decoding, pixel formula straight from the Cityscapes README."""
     p = disparity_png.astype(np.float64)
     out = np.full(p.shape, np.nan)

@@ -32,8 +32,15 @@ from cloudypoints_core.errors import DatasetError
 from cloudypoints_core.geometry import Intrinsics
 
 REAL_CAMERA = {
-    "extrinsic": {"baseline": 0.209313, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1,
-                  "yaw": -0.0195, "z": 1.22},
+    "extrinsic": {
+        "baseline": 0.209313,
+        "pitch": 0.038,
+        "roll": 0.0,
+        "x": 1.7,
+        "y": 0.1,
+        "yaw": -0.0195,
+        "z": 1.22,
+    },
     "intrinsic": {"fx": 2262.52, "fy": 2265.3017905988554, "u0": 1096.98, "v0": 513.137},
 }
 
@@ -48,8 +55,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> FixtureTree:
 def tree_copy(tree: FixtureTree, tmp_path: Path) -> FixtureTree:
     root = tmp_path / "cs"
     shutil.copytree(tree.root, root)
-    return FixtureTree(root, tree.width, tree.height, tree.keys, tree.sequence_keys,
-                       tree.calibration)
+    return FixtureTree(
+        root, tree.width, tree.height, tree.keys, tree.sequence_keys, tree.calibration
+    )
 
 
 def _disparity_path(root: Path, split: str, key: str, sequence: bool = False) -> Path:
@@ -81,16 +89,26 @@ def test_camera_from_real_json(tmp_path: Path) -> None:
     path = tmp_path / "x_camera.json"
     path.write_text(json.dumps(REAL_CAMERA))
     cam = CityscapesCamera.from_json(path)
-    assert (cam.fx_px, cam.fy_px, cam.u0_px, cam.v0_px) == (2262.52, 2265.3017905988554, 1096.98,
-                                                           513.137)
-    assert (cam.baseline_m, cam.height_m, cam.pitch_rad, cam.yaw_rad) == (0.209313, 1.22, 0.038,
-                                                                         -0.0195)
-    assert cam.intrinsics(2048, 1024) == Intrinsics(2262.52, 2265.3017905988554, 1096.98, 513.137,
-                                                    2048, 1024)
+    assert (cam.fx_px, cam.fy_px, cam.u0_px, cam.v0_px) == (
+        2262.52,
+        2265.3017905988554,
+        1096.98,
+        513.137,
+    )
+    assert (cam.baseline_m, cam.height_m, cam.pitch_rad, cam.yaw_rad) == (
+        0.209313,
+        1.22,
+        0.038,
+        -0.0195,
+    )
+    assert cam.intrinsics(2048, 1024) == Intrinsics(
+        2262.52, 2265.3017905988554, 1096.98, 513.137, 2048, 1024
+    )
     # JSON values for 2048x1024 applied to a half-size copy: exactly Intrinsics.resized.
     half = cam.intrinsics(1024, 512, calibration_size=(2048, 1024))
-    assert half == Intrinsics(2262.52, 2265.3017905988554, 1096.98, 513.137, 2048,
-                              1024).resized(1024, 512)
+    assert half == Intrinsics(2262.52, 2265.3017905988554, 1096.98, 513.137, 2048, 1024).resized(
+        1024, 512
+    )
     assert CityscapesCamera.from_json(cam.to_json_dict()) == cam
 
 
@@ -144,8 +162,9 @@ def test_sample_schema_and_depth_from_own_calibration(tree: FixtureTree) -> None
         assert sample["depth_m"].dtype == np.float32 and sample["depth_m"].shape == (128, 256)
         assert sample["valid_mask"].dtype == bool
         np.testing.assert_array_equal(sample["valid_mask"], np.isfinite(sample["depth_m"]))
-        assert sample["intrinsics"] == Intrinsics(cal["fx"], cal["fy"], cal["u0"], cal["v0"],
-                                                  256, 128)
+        assert sample["intrinsics"] == Intrinsics(
+            cal["fx"], cal["fy"], cal["u0"], cal["v0"], 256, 128
+        )
         assert sample["camera"]["baseline_m"] == cal["baseline"]
         assert sample["camera"]["height_m"] == cal["z"]
         assert sample["camera"]["pitch_rad"] == cal["pitch"]
@@ -162,8 +181,9 @@ def test_sample_schema_and_depth_from_own_calibration(tree: FixtureTree) -> None
         assert (top <= 1).any() and not sample["valid_mask"][:96][top <= 1].any()
         assert sample["valid_mask"][:96][top > 1].all()
         # The RGB is the stored image, in RGB order.
-        bgr = cv2.imread(str(tree.root / "leftImg8bit" / "train" / sample["city"] /
-                             f"{key}_leftImg8bit.png"))
+        bgr = cv2.imread(
+            str(tree.root / "leftImg8bit" / "train" / sample["city"] / f"{key}_leftImg8bit.png")
+        )
         np.testing.assert_array_equal(sample["rgb"], bgr[:, :, ::-1])
     assert len(seen_fx) == 2  # two cities, two calibrations
 
@@ -220,8 +240,9 @@ def test_sequence_frames(tree: FixtureTree) -> None:
     assert ds._camera_frame_for(304, [294, 576]) == (294, 29)
     assert ds._camera_frame_for(557, [294, 576]) == (576, 0)
     assert ds._camera_frame_for(400, [294, 576]) == (294, None)
-    raw = cv2.imread(str(_disparity_path(tree.root, "train", first["key"], sequence=True)),
-                     cv2.IMREAD_UNCHANGED)
+    raw = cv2.imread(
+        str(_disparity_path(tree.root, "train", first["key"], sequence=True)), cv2.IMREAD_UNCHANGED
+    )
     want = expected_depth(raw, cal["baseline"], cal["fx"])
     want[96:] = np.nan
     np.testing.assert_allclose(first["depth_m"], want, rtol=2e-6, equal_nan=True)
@@ -297,8 +318,11 @@ def test_unreadable_files_found_by_scan(tree_copy: FixtureTree) -> None:
     assert len(ds) == 3 and len(ds.bad_files) == 1
     with pytest.raises(DatasetError, match=str(_disparity_path(root, "val", keys[0]))):
         ds[ds.keys.index(keys[0])]
-    assert {b.path for b in ds.check()} == {_disparity_path(root, "val", keys[0]), image,
-                                             _disparity_path(root, "val", keys[2])}
+    assert {b.path for b in ds.check()} == {
+        _disparity_path(root, "val", keys[0]),
+        image,
+        _disparity_path(root, "val", keys[2]),
+    }
 
 
 def test_truncated_png_body_raises_named_error_and_check_finds_it(tree_copy: FixtureTree) -> None:
@@ -329,12 +353,18 @@ def test_calibration_size_scales_native_json(tmp_path: Path) -> None:
     write_cityscapes_fixture(root, layout={"test": ("berlin",)}, sequences=(0,))
     cam = root / "camera" / "test" / "berlin" / "berlin_000000_000019_camera.json"
     native = NATIVE_CALIBRATIONS["berlin"]
-    cam.write_text(json.dumps({"extrinsic": {"baseline": native["baseline"], "pitch": 0.0,
-                                             "z": 1.3},
-                               "intrinsic": {k: native[k] for k in ("fx", "fy", "u0", "v0")}}))
+    cam.write_text(
+        json.dumps(
+            {
+                "extrinsic": {"baseline": native["baseline"], "pitch": 0.0, "z": 1.3},
+                "intrinsic": {k: native[k] for k in ("fx", "fy", "u0", "v0")},
+            }
+        )
+    )
     ds = CityscapesDataset(root, "test", calibration_size=(2048, 1024))
-    want = Intrinsics(native["fx"], native["fy"], native["u0"], native["v0"], 2048,
-                      1024).resized(256, 128)
+    want = Intrinsics(native["fx"], native["fy"], native["u0"], native["v0"], 2048, 1024).resized(
+        256, 128
+    )
     assert ds[0]["intrinsics"] == want
 
 
@@ -347,8 +377,9 @@ def test_bundled_test_split_pins_the_folder_and_count() -> None:
 
 def test_split_file_pins_a_subset(tree: FixtureTree, tmp_path: Path) -> None:
     keys = tree.keys["train"][1:3]
-    path = write_split_file(tmp_path / "mine.txt", keys, split="train", expect_count=2,
-                            comment="two frames")
+    path = write_split_file(
+        tmp_path / "mine.txt", keys, split="train", expect_count=2, comment="two frames"
+    )
     ds = CityscapesDataset(tree.root, "train", split_file=path)
     assert ds.keys == sorted(keys) and not ds.warnings
     # A count that does not match is reported, not fatal.
@@ -376,8 +407,9 @@ class _Data:
     input_height = 32
 
 
-def test_training_factory_options_and_errors(tree: FixtureTree, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_factory_options_and_errors(
+    tree: FixtureTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cloudypoints_core.data.cityscapes import SkipUnreadable, training_dataset
     from cloudypoints_core.errors import ConfigError
 
@@ -385,12 +417,17 @@ def test_training_factory_options_and_errors(tree: FixtureTree, tmp_path: Path,
     assert isinstance(ds, SkipUnreadable) and len(ds) == 4
     sample = ds[0]
     assert sample["key"] == "frankfurt_000000_000019" and sample["depth_m"].shape == (128, 256)
-    sized = training_dataset({"root": str(tree.root), "folder": "test", "size": [128, 64],
-                              "hood": "crop"}, split="val", data=_Data(), cache_dir=tmp_path)
+    sized = training_dataset(
+        {"root": str(tree.root), "folder": "test", "size": [128, 64], "hood": "crop"},
+        split="val",
+        data=_Data(),
+        cache_dir=tmp_path,
+    )
     assert sized[0]["split"] == "test" and sized[0]["depth_m"].shape == (64, 128)
     with pytest.raises(ConfigError, match="unknown Cityscapes options"):
-        training_dataset({"root": str(tree.root), "colour": 1}, split="train", data=_Data(),
-                         cache_dir=tmp_path)
+        training_dataset(
+            {"root": str(tree.root), "colour": 1}, split="train", data=_Data(), cache_dir=tmp_path
+        )
     monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
     with pytest.raises(ConfigError, match="CITYSCAPES_DATASET"):
         training_dataset({}, split="train", data=_Data(), cache_dir=tmp_path)
@@ -401,8 +438,9 @@ def test_training_factory_options_and_errors(tree: FixtureTree, tmp_path: Path,
 def test_training_factory_cache_equals_direct_read(tree: FixtureTree, tmp_path: Path) -> None:
     from cloudypoints_core.data.cityscapes import training_dataset
 
-    cached = training_dataset({"root": str(tree.root), "cache": True}, split="train",
-                              data=_Data(), cache_dir=tmp_path)
+    cached = training_dataset(
+        {"root": str(tree.root), "cache": True}, split="train", data=_Data(), cache_dir=tmp_path
+    )
     direct = CityscapesDataset(tree.root, "train", size=(64, 32))
     assert len(cached) == len(direct) == 4
     for k in range(4):
@@ -436,7 +474,8 @@ def test_registered_in_the_trainer(tree: FixtureTree, tmp_path: Path) -> None:
     if "cityscapes" not in data.list_datasets():
         pytest.skip("the trainer's registry has no 'cityscapes' entry yet")
     options = {"root": str(tree.root), "limit": 2}
-    cfg = config.DataConfig(dataset="cityscapes", input_width=64, input_height=32, train=options,
-                            val=options)
+    cfg = config.DataConfig(
+        dataset="cityscapes", input_width=64, input_height=32, train=options, val=options
+    )
     ds = data.create_dataset("cityscapes", options, split="val", data=cfg, cache_dir=tmp_path)
     assert len(ds) == 2 and ds[0]["depth_m"].dtype == np.float32

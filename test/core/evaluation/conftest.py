@@ -18,8 +18,7 @@ from cityscapes_fixture import FixtureTree, write_cityscapes_fixture  # noqa: E4
 @pytest.fixture(scope="session")
 def cs_tree(tmp_path_factory: pytest.TempPathFactory) -> FixtureTree:
     """Fixture tree (256x128, 2 cities x 2 frames per split); treat as read-only."""
-    return write_cityscapes_fixture(tmp_path_factory.mktemp("cityscapes_eval"),
-                                    sequence_splits=())
+    return write_cityscapes_fixture(tmp_path_factory.mktemp("cityscapes_eval"), sequence_splits=())
 
 
 @pytest.fixture(scope="session")

@@ -62,18 +62,28 @@ def test_depth_stats_against_direct_computation() -> None:
 
 
 def test_cityscapes_eda_report(cs_tree: FixtureTree, tmp_path: Path) -> None:
-    summary = run_eda(cityscapes_sources(cs_tree.root, progress=False), tmp_path, title="fixture",
-                      progress=False)
-    for name in ("report.md", "summary.json", "counts.png", "depth_histogram.png",
-                 "row_profile.png", "calibration.png", "examples.png"):
+    summary = run_eda(
+        cityscapes_sources(cs_tree.root, progress=False), tmp_path, title="fixture", progress=False
+    )
+    for name in (
+        "report.md",
+        "summary.json",
+        "counts.png",
+        "depth_histogram.png",
+        "row_profile.png",
+        "calibration.png",
+        "examples.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["splits"]["train"]["groups"] == {"aachen": 2, "bochum": 2}
     assert summary["splits"]["test"]["frames"] == 4
     # Valid ratio above the hood, computed straight from the disparity PNGs (p > 1 is valid).
-    raws = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            for p in sorted((cs_tree.root / "disparity" / "val").rglob("*_disparity.png"))]
+    raws = [
+        cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        for p in sorted((cs_tree.root / "disparity" / "val").rglob("*_disparity.png"))
+    ]
     want = np.mean([(raw[:96] > 1).mean() for raw in raws])
     assert summary["splits"]["val"]["depth"]["valid_ratio"] == pytest.approx(want)
     fx = summary["splits"]["train"]["calibration"]["fx_px"]
@@ -84,16 +94,22 @@ def test_cityscapes_eda_report(cs_tree: FixtureTree, tmp_path: Path) -> None:
     assert "baseline_m" in report and "pitch_rad" in report
 
 
-def test_cityscapes_eda_reports_bad_frames_and_goes_on(cs_tree: FixtureTree,
-                                                      tmp_path: Path) -> None:
+def test_cityscapes_eda_reports_bad_frames_and_goes_on(
+    cs_tree: FixtureTree, tmp_path: Path
+) -> None:
     import shutil
 
     root = tmp_path / "cs"
     shutil.copytree(cs_tree.root, root)
     victim = next((root / "disparity" / "train" / "aachen").iterdir())
     victim.write_bytes(b"")
-    summary = run_eda(cityscapes_sources(root, ["train"], progress=False), tmp_path / "out",
-                      title="broken", progress=False, n_examples=1)
+    summary = run_eda(
+        cityscapes_sources(root, ["train"], progress=False),
+        tmp_path / "out",
+        title="broken",
+        progress=False,
+        n_examples=1,
+    )
     assert summary["splits"]["train"]["frames"] == 3
     assert "Problems found" in (tmp_path / "out" / "report.md").read_text()
     assert victim.name in (tmp_path / "out" / "report.md").read_text()
@@ -102,9 +118,10 @@ def test_cityscapes_eda_reports_bad_frames_and_goes_on(cs_tree: FixtureTree,
 
 
 def test_synthcity_eda(tmp_path: Path) -> None:
-    summary = run_eda(synthcity_sources([0, 1], 96, 48), tmp_path, title="synth",
-                      progress=False, n_examples=2)
-    (name, entry), = summary["splits"].items()
+    summary = run_eda(
+        synthcity_sources([0, 1], 96, 48), tmp_path, title="synth", progress=False, n_examples=2
+    )
+    ((name, entry),) = summary["splits"].items()
     assert name == "synthcity seeds 0-1" and entry["frames"] == 2
     assert 0 < entry["depth"]["infinite_ratio"] < 1  # sky
     assert entry["depth"]["valid_ratio"] == pytest.approx(1 - entry["depth"]["infinite_ratio"])

@@ -49,26 +49,94 @@ def test_seed_and_size_parsing() -> None:
         parse_size("512")
 
 
-def test_eda_commands(cli, cs_tree: FixtureTree, tmp_path: Path,
-                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eda_commands(
+    cli, cs_tree: FixtureTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
-    assert cli(["eda", "--dataset", "cityscapes", "--root", str(cs_tree.root), "--splits", "val",
-                "test", "--out", str(tmp_path / "cs"), "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "eda",
+                "--dataset",
+                "cityscapes",
+                "--root",
+                str(cs_tree.root),
+                "--splits",
+                "val",
+                "test",
+                "--out",
+                str(tmp_path / "cs"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "cs" / "summary.json").read_text())
     assert list(summary["splits"]) == ["val", "test"]
-    assert cli(["eda", "--dataset", "synthcity", "--seeds", "0-1", "--size", "96x48",
-                "--out", str(tmp_path / "sc"), "--no-progress", "--examples", "1"]) == 0
+    assert (
+        cli(
+            [
+                "eda",
+                "--dataset",
+                "synthcity",
+                "--seeds",
+                "0-1",
+                "--size",
+                "96x48",
+                "--out",
+                str(tmp_path / "sc"),
+                "--no-progress",
+                "--examples",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "sc" / "report.md").read_text().startswith("# Data analysis: SynthCity")
     # Errors from the core are one line and exit code 2, not a traceback.
-    assert cli(["eda", "--dataset", "cityscapes", "--root", str(tmp_path / "nowhere"),
-                "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert (
+        cli(
+            [
+                "eda",
+                "--dataset",
+                "cityscapes",
+                "--root",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path / "x"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert cli(["eda", "--dataset", "cityscapes", "--out", str(tmp_path / "x")]) == 2
     # The root may come from $CITYSCAPES_DATASET, as for the official cityscapesScripts.
     monkeypatch.setenv("CITYSCAPES_DATASET", str(cs_tree.root))
-    assert cli(["eda", "--dataset", "cityscapes", "--splits", "test", "--limit", "1",
-                "--examples", "0", "--out", str(tmp_path / "env"), "--no-progress"]) == 0
-    assert json.loads((tmp_path / "env" / "summary.json").read_text())["splits"]["test"][
-        "depth"]["images"] == 1
+    assert (
+        cli(
+            [
+                "eda",
+                "--dataset",
+                "cityscapes",
+                "--splits",
+                "test",
+                "--limit",
+                "1",
+                "--examples",
+                "0",
+                "--out",
+                str(tmp_path / "env"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((tmp_path / "env" / "summary.json").read_text())["splits"]["test"]["depth"][
+            "images"
+        ]
+        == 1
+    )
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -76,11 +144,31 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_evaluate_cityscapes_then_card(cli, cs_tree: FixtureTree, tiny_model_dir: Path,
-                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_cityscapes_then_card(
+    cli,
+    cs_tree: FixtureTree,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = tmp_path / "ev_cs"
-    assert cli(["evaluate", "--model", str(tiny_model_dir), "--dataset", "cityscapes",
-                "--root", str(cs_tree.root), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "evaluate",
+                "--model",
+                str(tiny_model_dir),
+                "--dataset",
+                "cityscapes",
+                "--root",
+                str(cs_tree.root),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "cityscapes test: 4 images, median scaling off: abs_rel=" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["n_images"] == 4 and results["median_scaling"] is False
@@ -92,7 +180,8 @@ def test_evaluate_cityscapes_then_card(cli, cs_tree: FixtureTree, tiny_model_dir
     assert len(rows) == 4
     for name in METRIC_NAMES:
         assert results["metrics"][name] == pytest.approx(
-            np.mean([float(r[name]) for r in rows]), rel=1e-5), name
+            np.mean([float(r[name]) for r in rows]), rel=1e-5
+        ), name
         assert np.isfinite(results["metrics"][name])
     report = (out / "report.md").read_text()
     assert "Per-image median scaling: **OFF**" in report
@@ -102,9 +191,28 @@ def test_evaluate_cityscapes_then_card(cli, cs_tree: FixtureTree, tiny_model_dir
         assert (out / plot).stat().st_size > 0 and f"]({plot})" in report
 
     scaled = tmp_path / "ev_cs_ms"
-    assert cli(["evaluate", "--model", str(tiny_model_dir), "--dataset", "cityscapes",
-                "--root", str(cs_tree.root), "--out", str(scaled), "--median-scaling",
-                "--split-file", "none", "--limit", "2", "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "evaluate",
+                "--model",
+                str(tiny_model_dir),
+                "--dataset",
+                "cityscapes",
+                "--root",
+                str(cs_tree.root),
+                "--out",
+                str(scaled),
+                "--median-scaling",
+                "--split-file",
+                "none",
+                "--limit",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results_ms = json.loads((scaled / "results.json").read_text())
     assert results_ms["median_scaling"] is True and results_ms["n_images"] == 2
     assert results_ms["dataset"]["split_file"] is None
@@ -144,17 +252,40 @@ def test_card_with_training_run(cli, tmp_path: Path) -> None:
     run.mkdir()
     (run / "config.yaml").write_text(
         "data:\n  dataset: cityscapes\n  input_width: 512\n  input_height: 256\n"
-        "  train:\n    root: /data/cs\n    folder: train\n")
+        "  train:\n    root: /data/cs\n    folder: train\n"
+    )
     (run / "command.txt").write_text("cloudypoints train --config cs.yaml --out runs/cs\n")
     (run / "versions.json").write_text(json.dumps({"torch": "2.13.0", "numpy": "2.4.6"}))
-    (run / "summary.json").write_text(json.dumps({
-        "epochs_run": 12, "best_epoch": 7, "device": "cpu", "train_time_s": 61.5,
-        "metrics": {"val (best epoch)": {n: 0.25 for n in METRIC_NAMES}, "test": None},
-        "cost": {"params_m": 1.2, "gflops": 0.12}}))
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "epochs_run": 12,
+                "best_epoch": 7,
+                "device": "cpu",
+                "train_time_s": 61.5,
+                "metrics": {"val (best epoch)": {n: 0.25 for n in METRIC_NAMES}, "test": None},
+                "cost": {"params_m": 1.2, "gflops": 0.12},
+            }
+        )
+    )
     (run / "loss_curves.png").write_bytes(b"\x89PNG not really")
     card = tmp_path / "CARD.md"
-    assert cli(["card", "--eval", str(ev), "--train-run", str(run), "--out", str(card),
-                "--title", "My model"]) == 0
+    assert (
+        cli(
+            [
+                "card",
+                "--eval",
+                str(ev),
+                "--train-run",
+                str(run),
+                "--out",
+                str(card),
+                "--title",
+                "My model",
+            ]
+        )
+        == 0
+    )
     text = card.read_text()
     assert text.startswith("# Model card: My model")
     assert "cloudypoints train --config cs.yaml --out runs/cs" in text
@@ -173,9 +304,29 @@ def test_evaluate_synthcity_any_backend(cli, tiny_model_dir: Path, tmp_path: Pat
     metrics = {}
     for backend in ("onnxruntime", "torch"):
         out = tmp_path / backend
-        assert cli(["evaluate", "--model", str(tiny_model_dir), "--dataset", "synthcity",
-                    "--seeds", "1000000-1000001", "--size", "128x64", "--backend", backend,
-                    "--out", str(out), "--no-progress", "--examples", "1"]) == 0
+        assert (
+            cli(
+                [
+                    "evaluate",
+                    "--model",
+                    str(tiny_model_dir),
+                    "--dataset",
+                    "synthcity",
+                    "--seeds",
+                    "1000000-1000001",
+                    "--size",
+                    "128x64",
+                    "--backend",
+                    backend,
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                    "--examples",
+                    "1",
+                ]
+            )
+            == 0
+        )
         results = json.loads((out / "results.json").read_text())
         assert results["n_images"] == 2 and results["model"]["backend"] == backend
         assert results["windows_px"] == [[0, 64, 0, 128]]  # no crop, no hood

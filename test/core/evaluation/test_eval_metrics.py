@@ -23,7 +23,8 @@ def test_compute_errors_by_hand() -> None:
     assert errors["sq_rel"] == pytest.approx((0.25 / 1 + 0 + 4 / 4) / 3)  # 0.41667
     assert errors["rmse"] == pytest.approx(math.sqrt((0.25 + 0 + 4) / 3))  # 1.19024
     assert errors["rmse_log"] == pytest.approx(
-        math.sqrt((math.log(1.5) ** 2 + 0 + math.log(2.0) ** 2) / 3))  # 0.46363
+        math.sqrt((math.log(1.5) ** 2 + 0 + math.log(2.0) ** 2) / 3)
+    )  # 0.46363
     # ratios max(gt/pred, pred/gt) = (1.5, 1, 2): below 1.25 only the middle one; below
     # 1.5625 the first two; below 1.953125 still the first two (2 is not below).
     assert errors["a1"] == pytest.approx(1 / 3)
@@ -50,8 +51,15 @@ def test_thresholds_are_strict() -> None:
 
 def test_perfect_prediction() -> None:
     errors = compute_errors([3.0, 7.0, 50.0], [3.0, 7.0, 50.0])
-    assert errors == {"abs_rel": 0.0, "sq_rel": 0.0, "rmse": 0.0, "rmse_log": 0.0, "a1": 1.0,
-                      "a2": 1.0, "a3": 1.0}
+    assert errors == {
+        "abs_rel": 0.0,
+        "sq_rel": 0.0,
+        "rmse": 0.0,
+        "rmse_log": 0.0,
+        "a1": 1.0,
+        "a2": 1.0,
+        "a3": 1.0,
+    }
 
 
 def test_mean_errors_is_per_image_then_mean() -> None:
@@ -64,8 +72,12 @@ def test_mean_errors_is_per_image_then_mean() -> None:
 
 @pytest.mark.parametrize(
     ("gt", "pred", "message"),
-    [([1.0], [1.0, 2.0], "must match"), ([], [], "no valid pixels"),
-     ([1.0, np.nan], [1.0, 1.0], "finite and positive"), ([1.0], [0.0], "finite and positive")],
+    [
+        ([1.0], [1.0, 2.0], "must match"),
+        ([], [], "no valid pixels"),
+        ([1.0, np.nan], [1.0, 1.0], "finite and positive"),
+        ([1.0], [0.0], "finite and positive"),
+    ],
 )
 def test_compute_errors_rejects_bad_input(gt, pred, message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -88,8 +100,9 @@ def test_band_errors_by_hand() -> None:
 
 
 def test_abs_rel_by_distance_sums_and_counts() -> None:
-    sums, counts = abs_rel_by_distance([5.0, 15.0, 10.0, 25.0], [4.0, 15.0, 12.0, 1.0],
-                                       [0.0, 10.0, 20.0])
+    sums, counts = abs_rel_by_distance(
+        [5.0, 15.0, 10.0, 25.0], [4.0, 15.0, 12.0, 1.0], [0.0, 10.0, 20.0]
+    )
     np.testing.assert_allclose(sums, [0.2, 0.2])
     np.testing.assert_array_equal(counts, [1, 2])
     with pytest.raises(InputError, match="strictly increasing"):

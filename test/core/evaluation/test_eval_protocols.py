@@ -28,8 +28,11 @@ from cloudypoints_core.geometry import Intrinsics
 
 @pytest.mark.parametrize(
     ("size", "window"),
-    [((2048, 1024), (256, 768, 192, 1856)), ((1024, 512), (128, 384, 96, 928)),
-     ((256, 128), (32, 96, 24, 232))],
+    [
+        ((2048, 1024), (256, 768, 192, 1856)),
+        ((1024, 512), (128, 384, 96, 928)),
+        ((256, 128), (32, 96, 24, 232)),
+    ],
 )
 def test_cityscapes_crop_window(size: tuple[int, int], window: tuple[int, ...]) -> None:
     assert CITYSCAPES_PROTOCOL.crop_window(size[1], size[0]) == window
@@ -166,8 +169,9 @@ class _Result:
 class OracleEstimator:
     """Returns ``factor`` x the ground truth of whichever image it is shown (looked up by hash)."""
 
-    def __init__(self, dataset: CityscapesDataset, factor: float,
-                 input_size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, dataset: CityscapesDataset, factor: float, input_size: tuple[int, int] | None = None
+    ) -> None:
         self.factor = factor
         self.calls: list[tuple[tuple[int, ...], Intrinsics, Any]] = []
         self.by_hash: dict[str, np.ndarray] = {}
@@ -182,9 +186,14 @@ class OracleEstimator:
     def _hash(rgb: np.ndarray) -> str:
         return hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest() + str(rgb.shape)
 
-    def predict(self, rgb: np.ndarray, intrinsics: Intrinsics, output_resolution: str = "input",
-                camera_height_m: float | None = None,
-                camera_pitch_rad: float | None = None) -> _Result:
+    def predict(
+        self,
+        rgb: np.ndarray,
+        intrinsics: Intrinsics,
+        output_resolution: str = "input",
+        camera_height_m: float | None = None,
+        camera_pitch_rad: float | None = None,
+    ) -> _Result:
         assert output_resolution == "input"
         self.calls.append((rgb.shape, intrinsics, camera_height_m))
         return _Result(self.by_hash[self._hash(rgb)].astype(np.float32))
@@ -194,8 +203,14 @@ def test_run_evaluation_exact_on_fixture(cs_tree: FixtureTree, tmp_path: Path) -
     dataset = CityscapesDataset(cs_tree.root, "test", hood="none")
     oracle = OracleEstimator(dataset, 1.1)
     source = cityscapes_source(cs_tree.root, "test", progress=False)
-    results = run_evaluation(oracle, source, CITYSCAPES_PROTOCOL, tmp_path / "a", progress=False,
-                             model={"name": "oracle"})
+    results = run_evaluation(
+        oracle,
+        source,
+        CITYSCAPES_PROTOCOL,
+        tmp_path / "a",
+        progress=False,
+        model={"name": "oracle"},
+    )
     assert results["n_images"] == 4
     assert results["metrics"]["abs_rel"] == pytest.approx(0.1, rel=1e-5)
     assert results["metrics"]["a1"] == 1.0
@@ -206,8 +221,14 @@ def test_run_evaluation_exact_on_fixture(cs_tree: FixtureTree, tmp_path: Path) -
     assert sorted({c[2] for c in oracle.calls}) == [1.15, 1.3]
     on_disk = read_results_json(tmp_path / "a")
     assert on_disk["metrics"]["abs_rel"] == pytest.approx(results["metrics"]["abs_rel"])
-    scaled = run_evaluation(oracle, source, CITYSCAPES_PROTOCOL.with_options(median_scaling=True),
-                            tmp_path / "b", progress=False, model={"name": "oracle"})
+    scaled = run_evaluation(
+        oracle,
+        source,
+        CITYSCAPES_PROTOCOL.with_options(median_scaling=True),
+        tmp_path / "b",
+        progress=False,
+        model={"name": "oracle"},
+    )
     assert scaled["metrics"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert scaled["median_scale_ratio"]["mean"] == pytest.approx(1 / 1.1, rel=1e-5)
     assert "**ON**" in (tmp_path / "b" / "report.md").read_text()
@@ -217,8 +238,15 @@ def test_run_evaluation_feeds_rows_above_hood(cs_tree: FixtureTree, tmp_path: Pa
     dataset = CityscapesDataset(cs_tree.root, "test", hood="none")
     oracle = OracleEstimator(dataset, 1.0, input_size=(128, 48))  # 8:3 like ManyDepth
     source = cityscapes_source(cs_tree.root, "test", progress=False)
-    results = run_evaluation(oracle, source, CITYSCAPES_PROTOCOL, tmp_path, progress=False,
-                             model={"name": "oracle"}, n_examples=0)
+    results = run_evaluation(
+        oracle,
+        source,
+        CITYSCAPES_PROTOCOL,
+        tmp_path,
+        progress=False,
+        model={"name": "oracle"},
+        n_examples=0,
+    )
     assert results["model_input_views"] == ["above_hood"]
     shape, intr, _ = oracle.calls[0]
     assert shape == (96, 256, 3) and intr.height == 96
@@ -238,8 +266,15 @@ def test_protocol_on_a_full_size_frame(tmp_path: Path) -> None:
         outside[256:768, 192:1856] = False
         value[outside] *= 10.0
     source = cityscapes_source(tmp_path / "cs", "test", progress=False)
-    results = run_evaluation(oracle, source, CITYSCAPES_PROTOCOL, tmp_path / "out",
-                             progress=False, model={"name": "oracle"}, n_examples=1)
+    results = run_evaluation(
+        oracle,
+        source,
+        CITYSCAPES_PROTOCOL,
+        tmp_path / "out",
+        progress=False,
+        model={"name": "oracle"},
+        n_examples=1,
+    )
     assert results["metrics"]["abs_rel"] == pytest.approx(0.1, rel=1e-5)
     gt = sample["depth_m"][256:768, 192:1856]
     want_pixels = int((np.isfinite(gt) & (gt > 1e-3) & (gt < 80)).sum())
@@ -254,20 +289,35 @@ def test_run_evaluation_skips_unreadable_frames(tmp_path: Path) -> None:
     def get(index: int) -> dict[str, Any]:
         if index == 1:
             raise DatasetError("cannot decode image broken.png")
-        return {"rgb": np.zeros((8, 16, 3), np.uint8), "depth_m": gt, "intrinsics": intr,
-                "key": f"f{index}"}
+        return {
+            "rgb": np.zeros((8, 16, 3), np.uint8),
+            "depth_m": gt,
+            "intrinsics": intr,
+            "key": f"f{index}",
+        }
 
     class Constant:
         def predict(self, rgb: np.ndarray, intrinsics: Intrinsics, **_: Any) -> _Result:
             return _Result(np.full(rgb.shape[:2], 12.0, dtype=np.float32))
 
-    results = run_evaluation(Constant(), EvalSource("toy", 3, get), SYNTHCITY_PROTOCOL, tmp_path,
-                             progress=False, model={"name": "constant"})
+    results = run_evaluation(
+        Constant(),
+        EvalSource("toy", 3, get),
+        SYNTHCITY_PROTOCOL,
+        tmp_path,
+        progress=False,
+        model={"name": "constant"},
+    )
     assert results["n_images"] == 2
     assert results["metrics"]["abs_rel"] == pytest.approx(0.2)
     assert any("broken.png" in n for n in results["notes"])
     rows = (tmp_path / "per_image.csv").read_text().splitlines()
     assert rows[0].startswith("key,") and len(rows) == 3
     with pytest.raises(DatasetError, match="none of the 1 frames"):
-        run_evaluation(Constant(), EvalSource("bad", 1, lambda i: get(1)), SYNTHCITY_PROTOCOL,
-                       tmp_path / "x", progress=False)
+        run_evaluation(
+            Constant(),
+            EvalSource("bad", 1, lambda i: get(1)),
+            SYNTHCITY_PROTOCOL,
+            tmp_path / "x",
+            progress=False,
+        )

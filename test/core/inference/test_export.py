@@ -31,8 +31,14 @@ ARCH = {"width_mult": 0.35, "min_depth_m": 0.5, "max_depth_m": 100.0}
 @pytest.fixture(scope="module")
 def spec() -> ModelSpec:
     return ModelSpec(
-        name="export-test", architecture="mobile_unet", arch_config=ARCH, input_width=128,
-        input_height=64, train_fx_px=141.4, max_depth_m=80.0, input_name="rgb_in",
+        name="export-test",
+        architecture="mobile_unet",
+        arch_config=ARCH,
+        input_width=128,
+        input_height=64,
+        train_fx_px=141.4,
+        max_depth_m=80.0,
+        input_name="rgb_in",
         output_name="depth_out",
     )
 
@@ -105,7 +111,10 @@ def test_normalise_batch_matches_spec(spec: ModelSpec) -> None:
 def test_export_package_round_trip(tmp_path: Path, spec: ModelSpec, model) -> None:
     out = export_package(model, spec, tmp_path / "pkg", model_card="# card\n")
     assert sorted(p.name for p in out.iterdir()) == [
-        "MODEL_CARD.md", "model.onnx", "model.pt", "spec.yaml"
+        "MODEL_CARD.md",
+        "model.onnx",
+        "model.pt",
+        "spec.yaml",
     ]
     package = load_model_package(out)
     assert package.spec == spec

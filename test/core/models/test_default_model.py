@@ -22,8 +22,14 @@ from cloudypoints_core.inference.package import (  # noqa: E402
 )
 
 #: (seed, frame index) pairs: four held-out streets, two points of each drive.
-HELD_OUT = [(1_000_101, 0), (1_000_102, 25), (1_000_103, 0), (1_000_104, 25),
-            (1_000_105, 10), (1_000_106, 40)]
+HELD_OUT = [
+    (1_000_101, 0),
+    (1_000_102, 25),
+    (1_000_103, 0),
+    (1_000_104, 25),
+    (1_000_105, 10),
+    (1_000_106, 40),
+]
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,29 @@ from cloudypoints_core.models.layers import DepthHead, make_divisible  # noqa: E
 #: Small configurations of every registered network (fast on a CPU).
 SMALL = {
     "mobile_unet": {"width_mult": 0.35, "min_depth_m": 0.5, "max_depth_m": 100.0},
-    "resnet_unet": {"widths": (16, 24, 32, 48), "blocks": (1, 1, 1, 1),
-                    "decoder_channels": (32, 24, 16, 16, 8), "min_depth_m": 1.0,
-                    "max_depth_m": 50.0},
+    "resnet_unet": {
+        "widths": (16, 24, 32, 48),
+        "blocks": (1, 1, 1, 1),
+        "decoder_channels": (32, 24, 16, 16, 8),
+        "min_depth_m": 1.0,
+        "max_depth_m": 50.0,
+    },
 }
 #: The ops ONNX opset 17 / TensorRT 10 run well (BatchNorm folded away; ReLU6 becomes Clip).
-ALLOWED_OPS = {"Conv", "Relu", "Clip", "Sigmoid", "Mul", "Add", "Exp", "Concat", "Resize",
-               "HardSwish", "Constant", "Identity"}
+ALLOWED_OPS = {
+    "Conv",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "Mul",
+    "Add",
+    "Exp",
+    "Concat",
+    "Resize",
+    "HardSwish",
+    "Constant",
+    "Identity",
+}
 
 
 def test_registry_lists_at_least_two_networks() -> None:
@@ -105,8 +121,15 @@ def test_exported_graph_uses_only_portable_ops(name: str) -> None:
     model = create_model(name, **SMALL[name]).eval()
     buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(model, (torch.zeros(1, 3, 64, 128),), buffer, opset_version=17,
-                          input_names=["image"], output_names=["depth"], dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 64, 128),),
+            buffer,
+            opset_version=17,
+            input_names=["image"],
+            output_names=["depth"],
+            dynamo=False,
+        )
     graph = onnx.load_from_string(buffer.getvalue()).graph
     ops = {node.op_type for node in graph.node}
     assert ops <= ALLOWED_OPS, f"unexpected ops {ops - ALLOWED_OPS}"

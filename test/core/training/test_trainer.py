@@ -120,14 +120,19 @@ def test_synthcity_end_to_end_through_the_cli_function(tmp_path: Path) -> None:
         "synthcity_default",
         out=tmp_path / "run",
         overrides=[
-            "data.input_width=64", "data.input_height=32",
+            "data.input_width=64",
+            "data.input_height=32",
             "data.train={seed_start: 0, seed_count: 4, width: 64, height: 32}",
             "data.val={seed_start: 900000, seed_count: 2}",
             "data.test={seed_start: 1000000, seed_count: 1}",
-            f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-            "model.architecture=mobile_unet", "model.arch_config={width_mult: 0.35}",
-            "train.epochs=1", "train.batch_size=2",
-            "train.val_batch_size=2", "train.checkpoint_every_steps=0",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.num_workers=0",
+            "model.architecture=mobile_unet",
+            "model.arch_config={width_mult: 0.35}",
+            "train.epochs=1",
+            "train.batch_size=2",
+            "train.val_batch_size=2",
+            "train.checkpoint_every_steps=0",
         ],
         command="cloudypoints train --config synthcity_default (tiny)",
     )
@@ -182,8 +187,17 @@ def test_cli_parsers_accept_the_documented_arguments() -> None:
     sub = parser.add_subparsers(dest="command")
     train_cli.register(sub)
     export_cli.register(sub)
-    args = parser.parse_args(["train", "--config", "synthcity_default", "--out", "runs/x",
-                              "train.epochs=3", "optim.lr=0.001"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--config",
+            "synthcity_default",
+            "--out",
+            "runs/x",
+            "train.epochs=3",
+            "optim.lr=0.001",
+        ]
+    )
     assert args.overrides == ["train.epochs=3", "optim.lr=0.001"] and args.out == Path("runs/x")
     args = parser.parse_args(["export", "--checkpoint", "c.pt", "--out", "pkg", "--which", "last"])
     assert args.which == "last" and args.checkpoint == Path("c.pt")

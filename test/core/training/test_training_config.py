@@ -31,8 +31,16 @@ def test_shipped_default_config_loads_and_round_trips() -> None:
 
 
 def test_defaults_and_overrides() -> None:
-    config = load_config(None, ["train.epochs=3", "optim.lr=5e-4", "data.train.seed_count=10",
-                                "augment.scale_range=[1.0, 1.5]", "train.amp=false"])
+    config = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "optim.lr=5e-4",
+            "data.train.seed_count=10",
+            "augment.scale_range=[1.0, 1.5]",
+            "train.amp=false",
+        ],
+    )
     assert config.train.epochs == 3
     assert config.optim.lr == pytest.approx(5e-4)
     assert config.data.train == {"seed_count": 10}

@@ -40,8 +40,9 @@ def test_plain_transform_resizes_and_scales_targets_to_the_canonical_camera() ->
     assert out["fx_px"] == pytest.approx(fx_in)
     valid = out["mask"][0] & np.isfinite(out["depth_m"][0])
     np.testing.assert_allclose(
-        out["target"][0][valid], np.minimum(out["depth_m"][0][valid] * 40.0 / fx_in, 100.0),
-        rtol=1e-6
+        out["target"][0][valid],
+        np.minimum(out["depth_m"][0][valid] * 40.0 / fx_in, 100.0),
+        rtol=1e-6,
     )
     # Sky (far mask) is a valid target at the head's maximum with far_targets: clamp ...
     sky = ~np.isfinite(out["depth_m"][0])
@@ -54,8 +55,9 @@ def test_plain_transform_resizes_and_scales_targets_to_the_canonical_camera() ->
 def test_augmentation_keeps_targets_consistent_with_intrinsics() -> None:
     """Whatever zoom, crop and flip are drawn, the target of a ground pixel must equal the
     canonical depth of the plane seen through the augmented camera."""
-    aug = AugmentConfig(hflip_prob=0.5, scale_range=(1.0, 1.6), brightness=0.2, contrast=0.2,
-                        saturation=0.2)
+    aug = AugmentConfig(
+        hflip_prob=0.5, scale_range=(1.0, 1.6), brightness=0.2, contrast=0.2, saturation=0.2
+    )
     transform = _transform(aug)
     sample = toy_sample(5, width=64, height=32, fx=40.0)
     seen_zoom = seen_flip_shift = False
@@ -89,8 +91,9 @@ def test_augmentation_keeps_targets_consistent_with_intrinsics() -> None:
 
 
 def test_horizontal_flip_mirrors_image_and_principal_point() -> None:
-    aug = AugmentConfig(hflip_prob=1.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0,
-                        saturation=0.0)
+    aug = AugmentConfig(
+        hflip_prob=1.0, scale_range=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0
+    )
     sample = toy_sample(2, width=64, height=32, fx=40.0)
     sample["rgb"][:, :10] = (255, 0, 0)
     flipped = _transform(aug)(sample)
@@ -137,8 +140,14 @@ def test_synthcity_split_is_cached_and_reserves_test_seeds(tmp_path: Path) -> No
     from cloudypoints_core.data.synthcity import render_frame
 
     config = toy_config()
-    options = {"seed_start": 5, "seed_count": 2, "frames_per_seed": 2, "index_stride": 7,
-               "width": 64, "height": 32}
+    options = {
+        "seed_start": 5,
+        "seed_count": 2,
+        "frames_per_seed": 2,
+        "index_stride": 7,
+        "width": 64,
+        "height": 32,
+    }
     data = create_dataset(
         "synthcity", options, split="train", data=config.data, cache_dir=tmp_path
     )
@@ -159,8 +168,18 @@ def test_synthcity_split_is_cached_and_reserves_test_seeds(tmp_path: Path) -> No
     np.testing.assert_array_equal(again[3]["rgb"], frame.rgb)
     assert len(list((tmp_path / "synthcity").iterdir())) == 1
     with pytest.raises(ConfigError, match="reserved for the held-out test set"):
-        create_dataset("synthcity", {"seed_start": 999_999, "seed_count": 2}, split="train",
-                       data=config.data, cache_dir=tmp_path)
+        create_dataset(
+            "synthcity",
+            {"seed_start": 999_999, "seed_count": 2},
+            split="train",
+            data=config.data,
+            cache_dir=tmp_path,
+        )
     with pytest.raises(ConfigError, match="unknown SynthCity options"):
-        create_dataset("synthcity", {"seed_start": 0, "seed_count": 1, "sedes": 3},
-                       split="val", data=config.data, cache_dir=tmp_path)
+        create_dataset(
+            "synthcity",
+            {"seed_start": 0, "seed_count": 1, "sedes": 3},
+            split="val",
+            data=config.data,
+            cache_dir=tmp_path,
+        )

@@ -55,8 +55,12 @@ class ToyDataset:
 def toy_dataset(
     options: dict[str, Any], *, split: str, data: DataConfig, cache_dir: Path
 ) -> ToyDataset:
-    return ToyDataset(int(options.get("start", 0)), int(options.get("count", 16)),
-                      int(options.get("width", 96)), int(options.get("height", 48)))
+    return ToyDataset(
+        int(options.get("start", 0)),
+        int(options.get("count", 16)),
+        int(options.get("width", 96)),
+        int(options.get("height", 48)),
+    )
 
 
 register_dataset("toy", "training_fixtures:toy_dataset")
@@ -65,11 +69,19 @@ register_dataset("toy", "training_fixtures:toy_dataset")
 def toy_config(**sections: dict[str, Any]) -> TrainingConfig:
     """A config of the ``toy`` set at 64x32 input, a very small network, CPU, no workers."""
     base: dict[str, dict[str, Any]] = {
-        "data": {"dataset": "toy", "input_width": 64, "input_height": 32,
-                 "train": {"start": 0, "count": 16}, "val": {"start": 500, "count": 4},
-                 "num_workers": 0},
-        "model": {"name": "toy-net", "architecture": "mobile_unet",
-                  "arch_config": {"width_mult": 0.35, "min_depth_m": 0.5, "max_depth_m": 100.0}},
+        "data": {
+            "dataset": "toy",
+            "input_width": 64,
+            "input_height": 32,
+            "train": {"start": 0, "count": 16},
+            "val": {"start": 500, "count": 4},
+            "num_workers": 0,
+        },
+        "model": {
+            "name": "toy-net",
+            "architecture": "mobile_unet",
+            "arch_config": {"width_mult": 0.35, "min_depth_m": 0.5, "max_depth_m": 100.0},
+        },
         "optim": {"lr": 0.003, "warmup_frac": 0.1},
         "train": {"epochs": 2, "batch_size": 4, "seed": 7, "device": "cpu", "val_batch_size": 4},
         "tracking": {"enabled": False},
