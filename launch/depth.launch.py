@@ -40,39 +40,45 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
         for name, param in (("model", "model_path"), ("backend", "backend"), ("device", "device"))
         if arg(name)
     }
+    reliable = arg("reliable_input").strip().lower()
+    if reliable in ("true", "false"):
+        overrides["reliable_input"] = reliable == "true"
+    elif reliable:
+        raise ValueError(f"reliable_input must be true, false or empty, got {reliable!r}")
     parameters: list = [arg("params_file")]
     if overrides:
         parameters.append(overrides)
     image_topic = arg("image_topic")
-    return [
-        Node(
-            package=PACKAGE,
-            executable="depth_node",
-            name="cloudypoints_depth",
-            namespace=arg("namespace"),
-            parameters=parameters,
-            remappings=[
-                ("image", image_topic),
-                ("image/compressed", image_topic.rstrip("/") + "/compressed"),
-                ("camera_info", arg("camera_info_topic")),
-            ],
-            output="screen",
-        ),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            name="cloudypoints_rviz",
-            namespace=arg("namespace"),
-            arguments=[
-                "-d",
-                os.path.join(get_package_share_directory(PACKAGE), "config", "cloudypoints.rviz"),
-            ],
-            # The RViz config names its topics relative to the namespace; "image" is the camera.
-            remappings=[("image", image_topic)],
-            condition=IfCondition(arg("use_rviz")),
-            output="screen",
-        ),
-    ]
+    depth = Node(
+        package=PACKAGE,
+        executable="depth_node",
+        name="cloudypoints_depth",
+        namespace=arg("namespace"),
+        parameters=parameters,
+        remappings=[
+            ("image", image_topic),
+            ("image/compressed", image_topic.rstrip("/") + "/compressed"),
+            ("camera_info", arg("camera_info_topic")),
+        ],
+        output="screen",
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="cloudypoints_rviz",
+        namespace=arg("namespace"),
+        arguments=[
+            "-d",
+            os.path.join(get_package_share_directory(PACKAGE), "config", "cloudypoints.rviz"),
+        ],
+        # The RViz config names its topics relative to the namespace; "image" is the camera.
+        remappings=[("image", image_topic)],
+        condition=IfCondition(arg("use_rviz")),
+        output="screen",
+    )
+    # RViz first: if rviz2 is not installed, launch fails before starting the depth node
+    # (a failure after it would leave the node running without its launch process).
+    return [rviz, depth]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -111,6 +117,12 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "params_file", default_value=default_params, description="Parameters file of the node"
+        ),
+        DeclareLaunchArgument(
+            "reliable_input",
+            default_value="",
+            description="true: reliable input subscriptions (large images over a busy network "
+            "are lost less); false: sensor-data QoS; empty: the params file's value",
         ),
         DeclareLaunchArgument(
             "use_rviz",

@@ -93,7 +93,7 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     module = _load_with_stand_ins(monkeypatch)
-    declared, (node, rviz) = _evaluate(module)
+    declared, (rviz, node) = _evaluate(module)
     assert set(declared) == {
         "model",
         "backend",
@@ -102,6 +102,7 @@ def test_launch_arguments_map_to_parameters_and_remappings(
         "camera_info_topic",
         "namespace",
         "params_file",
+        "reliable_input",
         "use_rviz",
     }
     assert declared["params_file"] == "/opt/share/cloudypoints_ros/config/depth.yaml"
@@ -121,7 +122,7 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     ]
     assert rviz.kwargs["condition"].args == ("false",)
 
-    _, (node, rviz) = _evaluate(
+    _, (rviz, node) = _evaluate(
         module,
         model="/models/m",
         backend="tensorrt",
@@ -134,6 +135,11 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     assert dict(node.kwargs["remappings"])["image/compressed"] == "/cam/raw/compressed"
     assert dict(rviz.kwargs["remappings"]) == {"image": "/cam/raw/"}
     assert rviz.kwargs["condition"].args == ("true",)
+
+    _, (_, node) = _evaluate(module, reliable_input="True")
+    assert node.kwargs["parameters"][1] == {"reliable_input": True}
+    with pytest.raises(ValueError, match="reliable_input"):
+        _evaluate(module, reliable_input="yes")
 
 
 def test_rviz_config_shows_images_and_the_rgb_cloud_in_the_demo_frame() -> None:
