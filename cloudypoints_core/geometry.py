@@ -17,7 +17,7 @@ import functools
 import logging
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -88,7 +88,9 @@ class Intrinsics:
         for name in ("width", "height"):
             value = getattr(self, name)
             if not (
-                isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+                isinstance(value, numbers.Integral)
+                and not isinstance(value, bool)
+                and int(value) > 0
             ):
                 raise IntrinsicsError(f"{name} must be a positive integer, got {value!r}")
         dist = tuple(self.dist)
@@ -262,16 +264,17 @@ class Intrinsics:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Intrinsics:
+    def from_dict(cls, data: Mapping[str, Any]) -> Intrinsics:
+        # Values come from YAML/JSON, so any type may turn up: conversion errors are caught below.
         try:
             return cls(
-                fx_px=float(data["fx_px"]),  # type: ignore[arg-type]
-                fy_px=float(data["fy_px"]),  # type: ignore[arg-type]
-                cx_px=float(data["cx_px"]),  # type: ignore[arg-type]
-                cy_px=float(data["cy_px"]),  # type: ignore[arg-type]
-                width=int(data["width"]),  # type: ignore[call-overload]
-                height=int(data["height"]),  # type: ignore[call-overload]
-                dist=tuple(data.get("dist", ()) or ()),  # type: ignore[arg-type]
+                fx_px=float(data["fx_px"]),
+                fy_px=float(data["fy_px"]),
+                cx_px=float(data["cx_px"]),
+                cy_px=float(data["cy_px"]),
+                width=int(data["width"]),
+                height=int(data["height"]),
+                dist=tuple(data.get("dist", ()) or ()),
                 distortion_model=str(data.get("distortion_model", "plumb_bob")),
             )
         except KeyError as exc:

@@ -233,7 +233,9 @@ def numpy_to_image_fields(array_: npt.NDArray[Any], encoding: str) -> dict[str, 
         arr = arr.astype(native)
     arr = np.ascontiguousarray(arr)
     data: array.array[int] = array.array("B")
-    data.frombytes(memoryview(arr.reshape(-1).view(np.uint8)))
+    # .data is the array's buffer as a memoryview (numpy's stubs give ndarray no buffer protocol
+    # before Python 3.12).
+    data.frombytes(arr.reshape(-1).view(np.uint8).data)
     return {
         "height": int(arr.shape[0]),
         "width": int(arr.shape[1]),

@@ -144,12 +144,10 @@ def cityscapes_sequence_frames(
 
 def _sequence_stamps(frames: list[SequenceFrame], rate_hz: float) -> list[int]:
     stamps: list[int] = []
-    if all(f.timestamp_path is not None for f in frames):
+    paths = [f.timestamp_path for f in frames if f.timestamp_path is not None]
+    if len(paths) == len(frames):
         try:
-            stamps = [
-                int(f.timestamp_path.read_text().strip())  # type: ignore[union-attr]
-                for f in frames
-            ]
+            stamps = [int(path.read_text().strip()) for path in paths]
         except (OSError, ValueError) as exc:
             log.warning("unreadable Cityscapes timestamp (%s); using %.1f Hz timing", exc, rate_hz)
             stamps = []

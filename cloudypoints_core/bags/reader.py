@@ -646,8 +646,10 @@ class FrameReader:
             self.stats.skipped_no_camera_info += 1
             self.stats.warn(f"image at {stamp} ns skipped: no camera info received before it")
             return None
+        if self.streams is None:
+            raise BagError(f"bag {self.path}: frames assembled before its topics were chosen")
         try:
-            rgb = decode_rgb(entry.image, self.streams.compressed)  # type: ignore[union-attr]
+            rgb = decode_rgb(entry.image, self.streams.compressed)
             intrinsics = intrinsics_from_camera_info(info)
         except CloudyPointsError as exc:
             self.stats.skipped_bad_image += 1

@@ -174,13 +174,16 @@ class BagWriter:
         if exc_type is not None:
             self._discard()
             return
+        staging = self._staging
+        if staging is None:
+            raise BagError("BagWriter.__exit__ called without a matching __enter__")
         try:
             self._writer.close()
         except Exception:
             self._discard()
             raise
         self._writer = None
-        staged = self._staging / self.path.name  # type: ignore[operator]
+        staged = staging / self.path.name
         if self.path.exists() and self.overwrite:
             # Not atomic for folders (rename cannot replace a non-empty folder); the new bag is
             # complete before the old one goes, so at worst the old one is missing, never half.
@@ -189,7 +192,7 @@ class BagWriter:
             else:
                 self.path.unlink()
         os.replace(staged, self.path)
-        self._staging.rmdir()  # type: ignore[union-attr]
+        staging.rmdir()
         self._staging = None
         log.info(
             "wrote %d frames to %s (%s, %s)",

@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "card",
         help="write a model card from evaluation results (and the training run)",

@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "eda",
         help="analyse a data set (counts, validity, depth statistics, calibration, examples)",

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate a model package (AbsRel, RMSE, delta...) on Cityscapes or SynthCity",

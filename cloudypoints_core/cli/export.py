@@ -51,7 +51,7 @@ def _cmd(args: argparse.Namespace) -> int:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a training checkpoint to a model package (ONNX with the spec embedded)",

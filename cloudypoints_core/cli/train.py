@@ -56,7 +56,7 @@ def _cmd(args: argparse.Namespace) -> int:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a depth network from a YAML config",

@@ -352,7 +352,7 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
     if bgr is None or bgr.ndim != 3:
         raise DatasetError(f"cannot decode image {path} (missing, truncated or not an image)")
     # In place: a numpy channel flip would copy 6 MB per frame at 2048x1024.
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # type: ignore[no-any-return]
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
 
 
 def read_disparity(path: Path) -> npt.NDArray[np.uint16]:
@@ -917,7 +917,7 @@ class SkipUnreadable:
         for step in range(min(self.max_tries, n)):
             k = (int(index) + step) % n
             try:
-                return self.dataset[k]  # type: ignore[no-any-return]
+                return self.dataset[k]
             except DatasetError as exc:
                 if k not in self.unreadable:
                     log.warning("frame %d is unreadable, serving the next one instead: %s", k, exc)

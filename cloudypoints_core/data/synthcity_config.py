@@ -163,8 +163,10 @@ class SynthCityConfig:
             raise ConfigError(
                 f"unknown SynthCityConfig keys {unknown}; expected some of {sorted(known)}"
             )
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)  # type: ignore[arg-type]
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples as lists), ready for YAML or JSON."""

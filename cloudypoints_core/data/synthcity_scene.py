@@ -1140,7 +1140,7 @@ def _walkers(
                     tuple(legs.tolist()),
                     tuple(skin.tolist()),
                 )
-            )  # type: ignore[arg-type]
+            )
     return out
 
 

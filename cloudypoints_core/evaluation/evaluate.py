@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,9 @@ from cloudypoints_core.evaluation.protocols import (
 )
 from cloudypoints_core.evaluation.report import write_evaluation_report
 from cloudypoints_core.geometry import Intrinsics
+
+if TYPE_CHECKING:
+    from cloudypoints_core.data.cityscapes import BadFilePolicy
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def cityscapes_source(
     split_file: str | os.PathLike[str] | None = "cityscapes_test_1525",
     *,
     sequence: bool = False,
-    bad_files: str = "raise",
+    bad_files: BadFilePolicy = "raise",
     progress: bool = True,
 ) -> EvalSource:
     """Cityscapes ``split`` as ground truth (hood left in: the protocol removes it).
@@ -98,7 +101,7 @@ def cityscapes_source(
         split_file=split_file,
         hood="none",
         bad_files=bad_files,
-        progress=progress,  # type: ignore[arg-type]
+        progress=progress,
     )
     notes = [str(b) for b in dataset.bad_files] + list(dataset.warnings)
     description = {

@@ -33,13 +33,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, InputError
+from cloudypoints_core.errors import ConfigError, InputError, ModelError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.inference.backends import Backend, backend_option_names, create_backend
 from cloudypoints_core.inference.package import ModelPackage, load_model_package
@@ -140,7 +140,7 @@ def resize_depth(
     return out
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float | np.integer[Any] | np.floating[Any]]:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
@@ -252,10 +252,9 @@ class DepthEstimator:
     # ---------------------------------------------------------------------------- predict
     @staticmethod
     def _check_height(value: object) -> float:
-        finite = _is_number(value) and math.isfinite(value)  # type: ignore[arg-type]
-        if not (finite and value > 0):  # type: ignore[operator]
+        if not (_is_number(value) and math.isfinite(value) and value > 0):
             raise InputError(f"camera_height_m must be a finite positive number, got {value!r}")
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
 
     def predict(
         self,
@@ -320,7 +319,9 @@ class DepthEstimator:
         """(depth in metres before range checks (a new array), scale_method, scale)."""
         spec = self.spec
         if spec.output_kind == "metric_depth":
-            factor = at_input.fx_px / float(spec.train_fx_px)  # type: ignore[arg-type]
+            if spec.train_fx_px is None:  # ModelSpec.validate rejects this for metric depth
+                raise ModelError(f"metric_depth model {spec.name!r} has no train_fx_px")
+            factor = at_input.fx_px / float(spec.train_fx_px)
             # One fused pass: (raw * s + t) * factor.
             depth = raw * np.float32(spec.output_scale * factor)
             if spec.output_shift:

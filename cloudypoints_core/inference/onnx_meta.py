@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ModelError
 from cloudypoints_core.inference.spec import ONNX_METADATA_KEY, ModelSpec
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def read_spec_from_onnx(path: str | Path) -> ModelSpec:
@@ -28,9 +32,9 @@ def read_spec_from_onnx(path: str | Path) -> ModelSpec:
     return ModelSpec.from_yaml(meta[ONNX_METADATA_KEY], source=f"{path} metadata")
 
 
-def embed_spec_in_onnx_model(model: object, spec: ModelSpec) -> None:
+def embed_spec_in_onnx_model(model: onnx.ModelProto, spec: ModelSpec) -> None:
     """Set (replace) the spec metadata entry of an in-memory ``onnx.ModelProto``."""
-    props = model.metadata_props  # type: ignore[attr-defined]
+    props = model.metadata_props
     for i in reversed(range(len(props))):
         if props[i].key == ONNX_METADATA_KEY:
             del props[i]

@@ -48,7 +48,7 @@ class ModelInfo:
         import importlib
 
         module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), cls)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -80,7 +80,7 @@ def create_model(name: str, **config: Any) -> torch.nn.Module:
     """A new (randomly initialised) network ``name`` built with keyword ``config``."""
     cls = model_info(name).load_class()
     try:
-        return cls(**config)  # type: ignore[no-any-return]
+        return cls(**config)
     except TypeError as exc:
         raise ConfigError(f"bad configuration for network {name!r}: {exc}") from exc
 
@@ -99,15 +99,15 @@ def count_flops(
 
     macs = 0
 
-    def conv_hook(module: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+    def conv_hook(module: torch.nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
         nonlocal macs
-        kh, kw = module.kernel_size  # type: ignore[misc]
-        per_output = (module.in_channels // module.groups) * kh * kw  # type: ignore[operator]
+        kh, kw = module.kernel_size
+        per_output = (module.in_channels // module.groups) * kh * kw
         macs += int(out.numel()) * per_output
 
-    def linear_hook(module: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+    def linear_hook(module: torch.nn.Linear, _inp: Any, out: torch.Tensor) -> None:
         nonlocal macs
-        macs += int(out.numel()) * int(module.in_features)  # type: ignore[arg-type]
+        macs += int(out.numel()) * int(module.in_features)
 
     handles = []
     for module in model.modules():

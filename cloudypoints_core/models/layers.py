@@ -8,13 +8,20 @@ data-dependent control flow, so tracing gives the same graph for every input.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError
 
-torch = require("torch", "the depth networks")
-nn = torch.nn
-F = torch.nn.functional
+# The static branch gives mypy torch's real types; at run time a missing torch names this feature.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+else:
+    torch = require("torch", "the depth networks")
+    nn = torch.nn
+    F = torch.nn.functional
 
 __all__ = [
     "ACTIVATIONS",

@@ -22,6 +22,7 @@ model's configuration.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError
@@ -35,8 +36,13 @@ from cloudypoints_core.models.layers import (
     make_divisible,
 )
 
-torch = require("torch", "the depth networks")
-nn = torch.nn
+# The static branch gives mypy torch's real types; at run time a missing torch names this feature.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = require("torch", "the depth networks")
+    nn = torch.nn
 
 __all__ = ["MobileUNet", "ResUNet"]
 

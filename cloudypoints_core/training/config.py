@@ -303,9 +303,15 @@ class TrainingConfig:
         unknown = sorted(set(data) - set(sections))
         if unknown:
             raise ConfigError(f"{source}: unknown sections {unknown}; known: {sorted(sections)}")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, f in sections.items():
-            section_cls = f.default_factory  # type: ignore[misc]
+            section_cls = f.default_factory
+            if not isinstance(section_cls, type):
+                # Every section field defaults to its dataclass; a field without one is a bug here.
+                raise ConfigError(
+                    f"{source}: section {name!r} has no section class as its default factory, "
+                    f"got {section_cls!r}"
+                )
             kwargs[name] = _build_section(section_cls, data.get(name), f"{source}: {name}")
         config = cls(**kwargs)
         config.validate()

@@ -8,9 +8,15 @@ value (NaN included), they never reach a gradient.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cloudypoints_core._optional import require
 
-torch = require("torch", "the training losses")
+# The static branch gives mypy torch's real types; at run time a missing torch names this feature.
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "the training losses")
 
 __all__ = ["depth_loss", "gradient_matching_loss", "log_residual", "silog_loss"]
 

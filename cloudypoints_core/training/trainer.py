@@ -18,6 +18,7 @@ Run folder::
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -30,9 +31,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError, ModelError
@@ -46,7 +48,11 @@ from cloudypoints_core.inference.spec import ModelSpec
 from cloudypoints_core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from cloudypoints_core.training.config import TrainingConfig
 
-torch = require("torch", "training")
+# The static branch gives mypy torch's real types; at run time a missing torch names this feature.
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "training")
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -58,6 +64,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _LossOptions(TypedDict):
+    """The keyword arguments of :func:`depth_loss` taken from ``config.optim``."""
+
+    silog_lambda: float
+    gradient_weight: float
+    gradient_scales: int
+
 
 CHECKPOINT_FORMAT = "cloudypoints-checkpoint-v1"
 
@@ -124,7 +139,12 @@ def _worker_init(worker_id: int) -> None:
 
 def _rng_state() -> dict[str, Any]:
     """Global RNG states as tensors and numbers (loadable with weights_only=True)."""
-    np_state = np.random.get_state()  # noqa: NPY002 (seeds legacy global RNG users)
+    # legacy=True (numpy's default) always returns the MT19937 tuple or raises, but numpy's stubs
+    # type the call as dict | tuple (and the no-argument call as dict only).
+    np_state = cast(
+        "tuple[str, npt.NDArray[np.uint32], int, int, float]",
+        np.random.get_state(legacy=True),  # noqa: NPY002 (saves the legacy global RNG)
+    )
     py_state = random.getstate()
     state: dict[str, Any] = {
         "rng_torch": torch.get_rng_state(),
@@ -482,20 +502,17 @@ def train(
             intr = sources["train"][0]["intrinsics"]
             train_fx = intr.resized(config.data.input_width, config.data.input_height).fx_px
         head = config.model.head_range_m
-        common = dict(
+        make_transform = functools.partial(
+            SampleTransform,
             data=config.data,
             mean=config.model.mean,
             std=config.model.std,
             train_fx_px=train_fx,
             head_range_m=head,
         )
-        train_tf = SampleTransform(
-            **common,
-            augment=config.augment,
-            seed=config.train.seed,  # type: ignore[arg-type]
-        )
+        train_tf = make_transform(augment=config.augment, seed=config.train.seed)
         train_set = TransformedDataset(sources["train"], train_tf)
-        eval_tf = SampleTransform(**common)  # type: ignore[arg-type]
+        eval_tf = make_transform()
         eval_sets = {s: TransformedDataset(sources[s], eval_tf) for s in sources if s != "train"}
         batch = config.train.batch_size
         sampler = EpochSampler(
@@ -562,7 +579,7 @@ def train(
         if dist.initialised:
             ddp_ids = [device.index] if device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ddp_ids)
-        loss_kwargs = {
+        loss_kwargs: _LossOptions = {
             "silog_lambda": config.optim.silog_lambda,
             "gradient_weight": config.optim.gradient_weight,
             "gradient_scales": config.optim.gradient_scales,
@@ -766,7 +783,7 @@ def train(
                 test_loader = _make_loader(
                     eval_sets["test"], None, config.train.val_batch_size, 0, device
                 )
-                metrics["test"] = evaluate(
+                test_metrics = evaluate(
                     final,
                     test_loader,
                     device,
@@ -775,9 +792,8 @@ def train(
                     config.data.eval_max_depth_m,
                     desc="testing",
                 )
-                tracker.log_metrics(
-                    {f"test_{k}": v for k, v in metrics["test"].items()}, step=epoch
-                )
+                metrics["test"] = test_metrics
+                tracker.log_metrics({f"test_{k}": v for k, v in test_metrics.items()}, step=epoch)
             summary = {
                 "epochs_run": epoch,
                 "steps": step,

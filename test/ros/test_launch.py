@@ -33,10 +33,9 @@ def _installed_share() -> Path | None:
 
 @launch_pytest.fixture
 def launch_description(model_dir: Path, ros_domain: int) -> Any:
+    from launch import LaunchDescription
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
-
-    from launch import LaunchDescription
 
     if _installed_share() is None:
         pytest.skip("cloudypoints_ros is not installed in an ament index (colcon build first)")

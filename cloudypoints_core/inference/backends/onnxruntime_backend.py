@@ -196,4 +196,4 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self._binding = None
-        self._session = None  # type: ignore[assignment]
+        self._session = None

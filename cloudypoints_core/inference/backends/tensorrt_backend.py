@@ -79,13 +79,14 @@ def build_serialized_engine(package: ModelPackage, options: EngineBuildOptions) 
     """Parse the package's ONNX and build a serialized engine for its fixed input shape."""
     trt = require_tensorrt()
     spec = package.spec
-    if not package.has_onnx():
+    onnx_path = package.onnx_path
+    if onnx_path is None or not package.has_onnx():
         raise ModelError(f"model package {package.root} has no ONNX file to build an engine from")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
-    onnx_bytes = Path(package.onnx_path).read_bytes()  # type: ignore[arg-type]
+    onnx_bytes = Path(onnx_path).read_bytes()
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelError(f"TensorRT cannot parse {package.onnx_path}: {errors}")
