@@ -1,33 +1,49 @@
-"""Benchmark of the depth node: end-to-end over DDS against the bare facade, and per-frame costs.
+"""Benchmark of the depth node: over DDS against the bare facade, and where the time goes.
 
 Part 1 (no DDS): per-frame cost of the message work at 1024x512 and 2048x1024: decoding an
-Image, filling a 32FC1 Image and a PointCloud2 through rclpy's fast path (``array.array``), the
-same done the slow way (a Python list, a memoryview) once for comparison, cloud assembly, and
-rclpy's serialisation (the copy a publish makes).
+Image, filling a 32FC1 Image and a PointCloud2 (``conversions``: one memcpy into an
+``array.array`` the message keeps), the same through a plain message whose setter copies again,
+and the slow ways (a memoryview, a Python list) once; cloud assembly; rclpy's serialisation.
 
-Part 2 (DDS): the node runs as a subprocess (its own GIL, as deployed) on the same SynthCity
-frames the facade predicts in this process. Closed loop (one frame in flight) gives the latency
-without queueing; open loop (frames published faster than the model runs, newest wins) gives
-the node's throughput, compared with the facade's frames/s (goal: >= 90%).
+Part 2 (DDS, side by side in one run): the same SynthCity frames at the same resolution go
+(a) through the bare facade in this process, before and after everything else (the machine is
+shared: a drift shows in the two numbers), and from a driver node in this process, open loop at
+the goal rate (0.9 x the facade's frames/s; newest wins when the server falls behind), to three
+servers, each its own process as deployed:
 
-    python benchmarks/bench_node.py                  # bundled default model, CPU
-    python benchmarks/bench_node.py --model PATH --width 1024 --height 512 --seconds 10
+- ``transport``: a plain rclpy node that answers every image with a prebuilt depth image and
+  cloud of the node's sizes: DDS and rclpy alone, no inference, no node logic;
+- ``node, instant model``: the depth node with a stand-in model that returns a depth at once:
+  everything the node adds except the network;
+- ``node``: the depth node with the real model (same thread settings as the facade).
+
+For each: frames/s out, and CPU milliseconds per output frame of the server and of the driver
+(from /proc and ``time.process_time``; 2 cores give 2000 CPU ms per second). With inference
+and transport sharing the two cores, the node cannot exceed
+``2000 / (inference CPU + transport CPU)`` frames/s, whatever the node does; the summary prints
+that bound next to the goal.
+
+    python benchmarks/bench_node.py                  # bundled model, 1024x512, depth + cloud
+    python benchmarks/bench_node.py --no-cloud --width 512 --height 256 --num-threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import array
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,14 +55,21 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 
-from cloudypoints_core.data.synthcity import render_frame  # noqa: E402
+from cloudypoints_core.data.synthcity import SynthFrame, render_frame  # noqa: E402
 from cloudypoints_core.geometry import Intrinsics  # noqa: E402
-from cloudypoints_core.pointcloud import backproject_packed  # noqa: E402
+from cloudypoints_core.pointcloud import PackedCloud, backproject_packed  # noqa: E402
 from cloudypoints_ros import conversions as conv  # noqa: E402
+
+GOAL = 0.9
+#: Seed of the benchmark's frames (and of the instant model's depth).
+SEED = 11
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _median_ms(fn: Callable[[], Any], reps: int) -> float:
+    fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -55,122 +78,144 @@ def _median_ms(fn: Callable[[], Any], reps: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def _header(stamp_ns: int) -> Any:
-    from std_msgs.msg import Header
-
+def _header(stamp_ns: int) -> Header:
     h = Header()
     h.stamp.sec, h.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     h.frame_id = "camera_optical_frame"
     return h
 
 
-def _image_msg(rgb: np.ndarray, stamp_ns: int) -> Image:
-    msg = Image()
-    msg.header = _header(stamp_ns)
-    msg.height, msg.width = rgb.shape[:2]
-    msg.encoding, msg.step, msg.is_bigendian = "rgb8", rgb.shape[1] * 3, 0
-    msg.data = conv.to_byte_array(rgb)
-    return msg
+def _image_msg(rgb: npt.NDArray[np.uint8], stamp_ns: int) -> Image:
+    return conv.image_msg(rgb, "rgb8", _header(stamp_ns))
 
 
 def _camera_info_msg(intr: Intrinsics, stamp_ns: int) -> CameraInfo:
     return conv.camera_info_msg(intr, _header(stamp_ns))
 
 
+def _frame_depth(frame: SynthFrame, max_m: float = 80.0) -> npt.NDArray[np.float32]:
+    """The frame's true depth as the model publishes it: NaN where invalid or beyond max_m."""
+    d = frame.depth_m
+    return np.where(np.isfinite(d) & (d <= max_m), d, np.nan).astype(np.float32)
+
+
+def _cloud(frame: SynthFrame) -> PackedCloud:
+    """The node's default cloud of a frame: unorganised, coloured, up to 80 m."""
+    return backproject_packed(
+        _frame_depth(frame), frame.intrinsics, frame.rgb, max_range_m=80.0, organised=False
+    )
+
+
 # ------------------------------------------------------------------------------ part 1
 def bench_conversions(reps: int) -> None:
-    print("\n== per-frame message work (median ms; no DDS) ==")
+    print("\n== part 1: per-frame message work (median ms; no DDS) ==")
     header = _header(time.time_ns())
     rows = []
     for width, height in ((1024, 512), (2048, 1024)):
         frame = render_frame(seed=3, width=width, height=height)
-        rgb, intr = frame.rgb, frame.intrinsics
-        depth = np.where(np.isfinite(frame.depth_m), frame.depth_m, np.nan).astype(np.float32)
+        rgb, intr, depth = frame.rgb, frame.intrinsics, _frame_depth(frame)
         msg_rgb = _image_msg(rgb, 1)
-        msg_bgr = _image_msg(np.ascontiguousarray(rgb[..., ::-1]), 1)
-        msg_bgr.encoding = "bgr8"
-        packed = backproject_packed(depth, intr, rgb, max_range_m=80.0, organised=False)
+        msg_bgr = conv.image_msg(np.ascontiguousarray(rgb[..., ::-1]), "bgr8", _header(1))
+        packed = _cloud(frame)
         cloud = conv.cloud_msg(packed, header)
         depth_msg = conv.depth_image_msg(depth, header)
-        r = {
+
+        def plain_cloud(p: PackedCloud = packed) -> PointCloud2:
+            msg = PointCloud2()  # setters copy an array.array again (Jazzy and later)
+            msg.data = conv.to_byte_array(p.data)
+            return msg
+
+        r: dict[str, Any] = {
             "size": f"{width}x{height}",
             "decode rgb8 (view)": _median_ms(lambda m=msg_rgb: conv.msg_to_rgb(m), reps),
             "decode bgr8": _median_ms(lambda m=msg_bgr: conv.msg_to_rgb(m), reps),
-            "depth Image (array.array)": _median_ms(
+            "depth Image (conversions)": _median_ms(
                 lambda d=depth: conv.depth_image_msg(d, header), reps
             ),
-            "cloud assembly": _median_ms(
+            "cloud assembly, unorganised": _median_ms(
                 lambda d=depth, i=intr, c=rgb: backproject_packed(
                     d, i, c, max_range_m=80.0, organised=False
                 ),
                 reps,
             ),
-            "PointCloud2 fill": _median_ms(lambda p=packed: conv.cloud_msg(p, header), reps),
+            "cloud assembly, organised": _median_ms(
+                lambda d=depth, i=intr, c=rgb: backproject_packed(d, i, c, max_range_m=80.0),
+                reps,
+            ),
+            "PointCloud2 (conversions)": _median_ms(
+                lambda p=packed: conv.cloud_msg(p, header), reps
+            ),
+            "PointCloud2 (plain message)": _median_ms(plain_cloud, reps),
             "serialize depth": _median_ms(lambda m=depth_msg: serialize_message(m), reps),
             "serialize cloud": _median_ms(lambda m=cloud: serialize_message(m), reps),
             "points": packed.n_points,
+            "cloud MB": packed.data.size / 1e6,
         }
         rows.append(r)
-    keys = [k for k in rows[0] if k not in ("size", "points")]
+    keys = [k for k in rows[0] if k not in ("size", "points", "cloud MB")]
     print(f"{'':32s}" + "".join(f"{r['size']:>14s}" for r in rows))
     for k in keys:
         print(f"{k:32s}" + "".join(f"{r[k]:14.2f}" for r in rows))
     print(f"{'cloud points':32s}" + "".join(f"{r['points']:14d}" for r in rows))
+    print(f"{'cloud MB':32s}" + "".join(f"{r['cloud MB']:14.1f}" for r in rows))
 
     # The slow ways, once and small (1024x512 depth = 2 MB): what the fast path avoids.
-    frame = render_frame(seed=3, width=1024, height=512)
-    depth = np.nan_to_num(frame.depth_m, posinf=0.0).astype(np.float32)
-    raw = depth.reshape(-1).view(np.uint8)
-    msg = Image()
-    t0 = time.perf_counter()
-    msg.data = conv.to_byte_array(depth)
-    fast = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    msg.data = raw.tolist()
-    as_list = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    msg.data = memoryview(raw)
-    as_view = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    msg.data = array.array("B", raw.tobytes())
-    via_bytes = time.perf_counter() - t0
+    depth = np.nan_to_num(render_frame(seed=3, width=1024, height=512).depth_m, posinf=0.0)
+    raw = depth.astype(np.float32).reshape(-1).view(np.uint8)
+    msg = conv.depth_image_msg(depth.astype(np.float32), header)
+    timings = {}
+    for label, make in (
+        ("array.array kept", lambda: conv.to_byte_array(raw)),
+        ("bytes", raw.tobytes),
+        ("memoryview", lambda: memoryview(raw)),
+        ("Python list", raw.tolist),
+    ):
+        t0 = time.perf_counter()
+        msg.data = make()  # type: ignore[assignment]
+        timings[label] = time.perf_counter() - t0
     print(
         f"\nfilling Image.data with a 1024x512 32FC1 depth ({raw.size / 1e6:.1f} MB): "
-        f"array.array (fast path) {fast * 1e3:.2f} ms, array.array(bytes) "
-        f"{via_bytes * 1e3:.2f} ms, memoryview {as_view * 1e3:.0f} ms, "
-        f"Python list {as_list * 1e3:.0f} ms (incl. tolist) -> list/fast = "
-        f"{as_list / fast:.0f}x"
+        + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in timings.items())
+        + f" -> list / kept = {timings['Python list'] / timings['array.array kept']:.0f}x"
     )
 
 
-# ------------------------------------------------------------------------------ part 2
-def bench_facade(
-    model: str | None, frames: list[Any], n: int, quiet: bool = False
-) -> tuple[float, list[float]]:
-    from cloudypoints_core.inference.facade import DepthEstimator
+# ------------------------------------------------------------------------------ facade
+class Facade:
+    """The bare inference facade on the benchmark's frames, loaded once, timed on demand."""
 
-    est = DepthEstimator.from_package(model, backend="auto", device="cpu")
-    if not quiet:
-        print(
-            f"\nmodel {est.spec.name} ({est.spec.input_width}x{est.spec.input_height}) on "
-            f"{est.backend_name} ({est.device})"
-        )
-    for f in frames[:3]:
-        est.predict(f.rgb, f.intrinsics)
-    times = []
-    t_all = time.perf_counter()
-    for i in range(n):
-        f = frames[i % len(frames)]
-        t0 = time.perf_counter()
-        est.predict(f.rgb, f.intrinsics)
-        times.append(time.perf_counter() - t0)
-    fps = n / (time.perf_counter() - t_all)
-    est.close()
-    return fps, times
+    def __init__(
+        self, model: str | None, frames: list[SynthFrame], num_threads: int, spinning: bool
+    ) -> None:
+        from cloudypoints_core.inference.facade import DepthEstimator
+
+        options: dict[str, Any] = {"num_threads": num_threads} if num_threads > 0 else {}
+        if not spinning:
+            options["allow_spinning"] = False  # the node's setting (see depth_node)
+        self.est = DepthEstimator.from_package(model, backend="auto", device="cpu", **options)
+        self.frames = frames
+        for f in frames[:3]:
+            self.est.predict(f.rgb, f.intrinsics)
+
+    def measure(self, n: int) -> tuple[float, float, list[float]]:
+        """(frames/s, CPU ms per frame of this process, per-call seconds) over ``n`` frames."""
+        times = []
+        t_all, c_all = time.perf_counter(), time.process_time()
+        for i in range(n):
+            f = self.frames[i % len(self.frames)]
+            t0 = time.perf_counter()
+            self.est.predict(f.rgb, f.intrinsics)
+            times.append(time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t_all, time.process_time() - c_all
+        return n / wall, cpu / n * 1e3, times
+
+    def close(self) -> None:
+        self.est.close()
 
 
+# ------------------------------------------------------------------------------ DDS
 class Driver:
-    """Publishes frames to the node and timestamps the outputs it receives."""
+    """Publishes frames to a server and timestamps the outputs it receives."""
 
     def __init__(self, context: Context, namespace: str, with_cloud: bool) -> None:
         self.node = Node("bench_driver", namespace=namespace, context=context)
@@ -181,7 +226,7 @@ class Driver:
         self.received: dict[int, float] = {}
         self.clouds: set[int] = set()
         # Raw (serialized) subscriptions: the driver reads only the stamp, so its own CPU use
-        # stays small beside the node's on the shared cores (as a C++ consumer's would).
+        # stays small beside the server's on the shared cores (as a C++ consumer's would).
         self.node.create_subscription(Image, "depth/image", self._on_depth, qos, raw=True)
         self.status: dict[str, str] = {}
         from diagnostic_msgs.msg import DiagnosticArray
@@ -194,10 +239,9 @@ class Driver:
     @staticmethod
     def _cdr_stamp(data: bytes) -> int:
         # CDR: 4-byte encapsulation header, then header.stamp (int32 sec, uint32 nanosec).
-        enc = data[1]  # 0 = big endian, 1 = little endian
-        sec = int.from_bytes(data[4:8], "little" if enc & 1 else "big", signed=True)
-        nsec = int.from_bytes(data[8:12], "little" if enc & 1 else "big")
-        return sec * 1_000_000_000 + nsec
+        order = "little" if data[1] & 1 else "big"
+        sec = int.from_bytes(data[4:8], order, signed=True)
+        return sec * 1_000_000_000 + int.from_bytes(data[8:12], order)
 
     def _on_depth(self, data: bytes) -> None:
         now = time.time_ns()
@@ -234,18 +278,66 @@ class Driver:
         return True
 
 
-def _pct(values_s: list[float]) -> str:
+def _pct(values_s: Sequence[float]) -> str:
     if not values_s:
         return "n/a"
     p = np.percentile(np.asarray(values_s) * 1e3, [50, 90, 99])
     return f"p50 {p[0]:.1f} / p90 {p[1]:.1f} / p99 {p[2]:.1f} ms"
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of the threads of ``pid`` grouped by name (digits dropped: Fast DDS names its
+    threads ``dds.shm.7412`` and the like; Python threads are all called ``python``)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789.")
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return out
+
+
+def _per_frame_ms(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    diff = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    top = sorted(((v, k) for k, v in diff.items() if v > 0), reverse=True)[:5]
+    return ", ".join(f"{k} {v / n * 1e3:.1f}" for v, k in top)
+
+
+@dataclass
+class LoopResult:
+    label: str
+    rate_hz: float
+    sent: int
+    answered: int
+    fps: float
+    latencies_s: list[float]
+    server_cpu_ms: float  # per answered frame
+    driver_cpu_ms: float
+    server_threads: str  # the heaviest threads, ms per answered frame
+    driver_threads: str
+
+
 def _open_loop(
-    driver: Driver, images: list[Image], infos: list[CameraInfo], rate: float, seconds: float
-) -> tuple[float, int, int, list[float]]:
-    """(output frames/s, frames sent, frames answered, latencies s) at a fixed input rate."""
+    driver: Driver,
+    pid: int,
+    images: list[Image],
+    infos: list[CameraInfo],
+    rate: float,
+    seconds: float,
+    label: str,
+) -> LoopResult:
+    """Frames at a fixed input rate; output frames/s and CPU per output frame."""
     sent: list[int] = []
+    c_srv, c_drv = _proc_cpu_s(pid), time.process_time()
+    t_srv, t_drv = _thread_cpu_s(pid), _thread_cpu_s(os.getpid())
     t_end = time.monotonic() + seconds
     next_t = time.monotonic()
     i = 0
@@ -254,16 +346,70 @@ def _open_loop(
         i += 1
         next_t += 1.0 / rate
         time.sleep(max(0.0, next_t - time.monotonic()))
-    time.sleep(1.5)  # the last frames in flight
+    time.sleep(1.0)  # the last frames in flight
+    c_srv, c_drv = _proc_cpu_s(pid) - c_srv, time.process_time() - c_drv
+    t_srv, t_drv = (_thread_cpu_s(pid), t_srv), (_thread_cpu_s(os.getpid()), t_drv)
     got = sorted(driver.received[s] for s in sent if s in driver.received)
     lat = [(driver.received[s] - s) / 1e9 for s in sent if s in driver.received]
     # Output rate over the sending window (the first and last answers bound it).
     fps = (len(got) - 1) / ((got[-1] - got[0]) / 1e9) if len(got) > 1 else 0.0
-    return fps, len(sent), len(got), lat
+    n = max(len(got), 1)
+    return LoopResult(
+        label,
+        rate,
+        len(sent),
+        len(got),
+        fps,
+        lat,
+        c_srv / n * 1e3,
+        c_drv / n * 1e3,
+        _per_frame_ms(t_srv[1], t_srv[0], n),
+        _per_frame_ms(t_drv[1], t_drv[0], n),
+    )
 
 
-def bench_node(args: argparse.Namespace, frames: list[Any], facade_fps: float) -> float:
-    domain = 150 + os.getpid() % 50
+def _server_command(kind: str, args: argparse.Namespace, ns: str) -> list[str]:
+    params = ["reliable_input:=true", "stats_period_s:=1.0", "publish_colormap:=false"]
+    if args.num_threads > 0:
+        params.append(f"num_threads:={args.num_threads}")
+    if args.model:
+        params.append(f"model_path:={args.model}")
+    params += args.node_param
+    if kind == "node":
+        cmd = [sys.executable, "-m", "cloudypoints_ros.depth_node"]
+    else:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", kind]
+        cmd += ["--width", str(args.width), "--height", str(args.height)]
+    cmd += ["--ros-args", "-r", f"__ns:={ns}"]
+    for p in params:
+        cmd += ["-p", p]
+    return cmd
+
+
+@dataclass
+class Window:
+    """One paired measurement: the facade just before and after, the server in between."""
+
+    facade_fps: float  # the best of the facade runs around the window (the conservative one)
+    facade_default_fps: float  # library defaults (spinning threads), before the window
+    facade_node_fps: float  # the node's settings (no spinning), before the window
+    loop: LoopResult
+
+    @property
+    def ratio(self) -> float:
+        return self.loop.fps / self.facade_fps
+
+
+def run_server(
+    kind: str,
+    args: argparse.Namespace,
+    frames: list[SynthFrame],
+    facades: tuple[Facade, Facade],
+    index: int = 0,
+) -> list[Window]:
+    """Start server ``kind`` in its own process; ``args.repeats`` paired windows: facades,
+    the server fed at 0.9 x the facade's frames/s, facades again."""
+    domain = 150 + (os.getpid() * 3 + index) % 60  # a fresh domain per server
     env = dict(
         os.environ,
         ROS_DOMAIN_ID=str(domain),
@@ -271,26 +417,12 @@ def bench_node(args: argparse.Namespace, frames: list[Any], facade_fps: float) -
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     ns = "/bench"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cloudypoints_ros.depth_node",
-        "--ros-args",
-        "-r",
-        f"__ns:={ns}",
-        "-p",
-        "reliable_input:=true",
-        "-p",
-        "stats_period_s:=1.0",
-        "-p",
-        "publish_colormap:=false",
-    ]
-    if args.model:
-        cmd += ["-p", f"model_path:={args.model}"]
-    for extra in args.node_param:
-        cmd += ["-p", extra]
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        _server_command(kind, args, ns),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     context = Context()
     rclpy.init(context=context, domain_id=domain)
@@ -299,76 +431,147 @@ def bench_node(args: argparse.Namespace, frames: list[Any], facade_fps: float) -
     executor.add_node(driver.node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
+    windows = []
     try:
         images = [_image_msg(f.rgb, 0) for f in frames]
         infos = [_camera_info_msg(f.intrinsics, 0) for f in frames]
         deadline = time.monotonic() + 120
         while driver.image_pub.get_subscription_count() == 0 or (
             driver.node.count_publishers(f"{ns}/depth/image") == 0
+            or (not args.no_cloud and driver.node.count_publishers(f"{ns}/points") == 0)
         ):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not come up: {proc.stderr.read()}")  # type: ignore
+                err = proc.stderr.read() if proc.stderr else ""
+                raise RuntimeError(f"{kind} server did not come up: {err}")
             time.sleep(0.1)
         time.sleep(0.5)
         for i in range(3):  # warm-up
             driver.wait(driver.send(images[i % len(images)], infos[i % len(infos)]), 30.0)
-
-        closed = []
-        t0 = time.perf_counter()
-        for i in range(args.closed_frames):
-            stamp = driver.send(images[i % len(images)], infos[i % len(infos)])
-            if driver.wait(stamp, 30.0):
-                closed.append((driver.received[stamp] - stamp) / 1e9)
-        closed_fps = len(closed) / (time.perf_counter() - t0)
-        extra = f"; {', '.join(args.node_param)}" if args.node_param else ""
-
-        print(
-            f"\n== node over DDS ({'depth + cloud' if not args.no_cloud else 'depth only'} "
-            f"subscribed, reliable, node in its own process{extra}) =="
-        )
-        print(
-            f"closed loop ({len(closed)} frames, one in flight): {closed_fps:.2f} frames/s, "
-            f"latency {_pct(closed)}"
-        )
-        # Open loop at three input rates: the goal rate (90% of the facade's frames/s: does the
-        # node keep up?), a camera's 30 Hz, and saturation (more frames than it can take:
-        # newest wins). The driver shares the cores, so higher rates also cost the node CPU.
-        rates = {
-            "goal (0.9 x facade)": 0.9 * facade_fps,
-            "camera 30 Hz": 30.0,
-            "saturation (1.25 x facade)": 1.25 * facade_fps,
-        }
-        goal_fps = 0.0
-        for label, rate in rates.items():
-            rate = min(max(rate, 2.0), args.max_rate)
-            out_fps, n_sent, n_got, lat = _open_loop(driver, images, infos, rate, args.seconds)
+        if kind == "node" and args.closed_frames:
+            closed = []
+            t0 = time.perf_counter()
+            for i in range(args.closed_frames):
+                stamp = driver.send(images[i % len(images)], infos[i % len(infos)])
+                if driver.wait(stamp, 30.0):
+                    closed.append((driver.received[stamp] - stamp) / 1e9)
+            fps = len(closed) / (time.perf_counter() - t0)
             print(
-                f"open loop, {label}: {n_sent} frames at {rate:.1f} Hz -> {out_fps:.2f} "
-                f"frames/s out ({n_sent - n_got} dropped, newest wins), latency "
-                f"stamp->receipt {_pct(lat)}"
+                f"  {kind}: closed loop ({len(closed)} frames, one in flight): {fps:.2f} "
+                f"frames/s, latency {_pct(closed)}"
             )
-            if label.startswith("goal"):
-                goal_fps = out_fps
+        n = args.facade_frames
+        for rep in range(args.repeats):
+            default_fps = facades[0].measure(n)[0]
+            node_fps = facades[1].measure(n)[0]
+            rate = min(max(GOAL * max(default_fps, node_fps), 2.0), args.max_rate)
+            r = _open_loop(driver, proc.pid, images, infos, rate, args.seconds, "goal rate")
+            after = max(facades[0].measure(n)[0], facades[1].measure(n)[0])
+            w = Window(max(default_fps, node_fps, after), default_fps, node_fps, r)
+            windows.append(w)
+            print(
+                f"  {kind} #{rep + 1}: facade {default_fps:.1f} (defaults) / {node_fps:.1f} "
+                f"(node's settings) / {after:.1f} (best after) frames/s; {r.sent} frames at "
+                f"{rate:.1f} Hz -> {r.fps:.2f} frames/s out = {w.ratio:.0%} of "
+                f"{w.facade_fps:.1f} ({r.sent - r.answered} dropped), latency "
+                f"{_pct(r.latencies_s)}\n    CPU ms per frame out: server "
+                f"{r.server_cpu_ms:.1f} ({r.server_threads}); driver {r.driver_cpu_ms:.1f} "
+                f"({r.driver_threads})"
+            )
         st = driver.status
-        if st:
+        if st and kind != "transport":
             print(
-                "node's own view (last diagnostics): inference stage p50 "
+                f"  {kind}: node's own view (last diagnostics): inference stage p50 "
                 f"{st.get('stage_infer_p50_ms')} ms, publish stage p50 "
-                f"{st.get('stage_publish_p50_ms')} ms, stamp->publish p50 "
-                f"{st.get('latency_p50_ms')} ms, frames in/out/dropped {st.get('frames_in')}/"
-                f"{st.get('frames_out')}/{st.get('dropped')}"
+                f"{st.get('stage_publish_p50_ms')} ms, frames in/out/dropped "
+                f"{st.get('frames_in')}/{st.get('frames_out')}/{st.get('dropped')}"
             )
-        return goal_fps
+        return windows
     finally:
         executor.shutdown()
         spin.join(timeout=5.0)
         driver.node.destroy_node()
         context.try_shutdown()
-        proc.send_signal(2)
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# ------------------------------------------------------------------------------ servers
+class InstantEstimator:
+    """A stand-in model for the node: returns the frame's true depth at once."""
+
+    backend_name = "instant"
+    device = "cpu"
+
+    spec = SimpleNamespace(name="instant", min_depth_m=0.001, max_depth_m=80.0)
+
+    def __init__(self, width: int, height: int) -> None:
+        self._depth = _frame_depth(render_frame(seed=SEED, width=width, height=height))
+
+    def predict(self, rgb: Any, intrinsics: Intrinsics, output_resolution: str = "input") -> Any:
+        from cloudypoints_core.inference.facade import DepthResult
+
+        return DepthResult(
+            depth_m=self._depth.copy(),  # a new array per frame, as the facade returns
+            intrinsics=intrinsics,
+            scale_method="canonical_focal",
+            scale=1.0,
+            backend=self.backend_name,
+            device=self.device,
+            timings={},
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class EchoNode(Node):
+    """Answers each image with a depth image and a cloud of the node's sizes (no inference)."""
+
+    def __init__(self, width: int, height: int, **kwargs: Any) -> None:
+        super().__init__("cloudypoints_depth", **kwargs)
+        frame = render_frame(seed=SEED, width=width, height=height)
+        self._depth = _frame_depth(frame)
+        self._cloud = _cloud(frame)
+        qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self._pub_depth = self.create_publisher(Image, "depth/image", qos)
+        self._pub_points = self.create_publisher(PointCloud2, "points", qos)
+        self.create_subscription(Image, "image", self._on_image, qos)
+        self.create_subscription(CameraInfo, "camera_info", lambda _msg: None, qos)
+
+    def _on_image(self, msg: Image) -> None:
+        self._pub_depth.publish(conv.depth_image_msg(self._depth, conv.copy_header(msg.header)))
+        if self._pub_points.get_subscription_count() > 0:
+            self._pub_points.publish(conv.cloud_msg(self._cloud, conv.copy_header(msg.header)))
+
+
+def serve(kind: str, width: int, height: int, ros_args: list[str]) -> int:
+    """Subprocess entry: run server ``kind`` until SIGINT."""
+    from rclpy.executors import ExternalShutdownException
+
+    from cloudypoints_ros.depth_node import DepthNode
+
+    rclpy.init(args=["serve", *ros_args])
+    node: Node = (
+        EchoNode(width, height)
+        if kind == "transport"
+        else DepthNode(estimator=InstantEstimator(width, height))
+    )
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# ------------------------------------------------------------------------------ main
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(np.asarray(values))) if values else float("nan")
 
 
 def main() -> int:
@@ -377,13 +580,25 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--frames", type=int, default=8, help="distinct SynthCity frames")
-    parser.add_argument("--facade-frames", type=int, default=30)
+    parser.add_argument("--facade-frames", type=int, default=40, help="per facade measurement")
     parser.add_argument("--closed-frames", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=8.0, help="each open-loop run")
-    parser.add_argument("--max-rate", type=float, default=120.0, help="cap of the input rate")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each open-loop window")
+    parser.add_argument("--repeats", type=int, default=3, help="paired windows per server")
+    parser.add_argument("--max-rate", type=float, default=200.0, help="cap of the input rate")
     parser.add_argument("--reps", type=int, default=10, help="repetitions in part 1")
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=0,
+        help="inference threads of the facade and the node (0 = the library's default)",
+    )
     parser.add_argument("--no-cloud", action="store_true", help="subscribe to depth only")
     parser.add_argument("--skip-conversions", action="store_true")
+    parser.add_argument(
+        "--servers",
+        default="transport,instant,node",
+        help="comma-separated servers to drive (transport, instant, node)",
+    )
     parser.add_argument(
         "--node-param",
         action="append",
@@ -391,26 +606,84 @@ def main() -> int:
         metavar="NAME:=VALUE",
         help="extra node parameter, e.g. cloud.stride:=2 (repeatable)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--serve", choices=("transport", "instant"), help=argparse.SUPPRESS)
+    argv = sys.argv[1:]
+    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    if args.serve:
+        return serve(args.serve, args.width, args.height, argv[cut:])
     if not args.skip_conversions:
         bench_conversions(args.reps)
     frames = [
-        render_frame(seed=11, width=args.width, height=args.height, index=i)
+        render_frame(seed=SEED, width=args.width, height=args.height, index=i)
         for i in range(args.frames)
     ]
-    facade_fps, facade_times = bench_facade(args.model, frames, args.facade_frames)
-    print(
-        f"bare facade ({args.width}x{args.height} in, depth at input size): "
-        f"{facade_fps:.2f} frames/s, per call {_pct(facade_times)}"
+    facades = (
+        Facade(args.model, frames, args.num_threads, spinning=True),
+        Facade(args.model, frames, args.num_threads, spinning=False),
     )
-    node_fps = bench_node(args, frames, facade_fps)
-    # Again after the node runs: the machine is shared, and a drift shows in the two numbers.
-    facade_after, _ = bench_facade(args.model, frames, args.facade_frames, quiet=True)
-    print(f"bare facade again: {facade_after:.2f} frames/s")
+    one = Facade(args.model, frames, 1, spinning=False)
+    est = facades[0].est
     print(
-        f"\nnode at the goal rate / facade frames/s = {node_fps:.2f} / {facade_fps:.2f} = "
-        f"{node_fps / facade_fps:.0%} (goal >= 90%)"
+        f"\nmodel {est.spec.name} ({est.spec.input_width}x{est.spec.input_height}) on "
+        f"{est.backend_name} ({est.device}), num_threads "
+        f"{args.num_threads if args.num_threads > 0 else 'library default'}, "
+        f"{args.width}x{args.height} in, depth at input size"
     )
+    n = args.facade_frames * 2
+    for label, facade in (("defaults", facades[0]), ("node's settings", facades[1])):
+        fps, cpu, times = facade.measure(n)
+        print(
+            f"bare facade, {label}: {fps:.2f} frames/s, per call {_pct(times)}, "
+            f"CPU {cpu:.1f} ms per frame"
+        )
+    one_fps, one_cpu, _ = one.measure(n)
+    one.close()
+    print(f"bare facade, 1 thread: {one_fps:.2f} frames/s, CPU {one_cpu:.1f} ms per frame")
+    what = "depth only" if args.no_cloud else "depth + cloud"
+    print(
+        f"\n== part 2: servers over DDS ({what} subscribed, reliable, each server in its own "
+        f"process{'; ' + ', '.join(args.node_param) if args.node_param else ''}) =="
+    )
+    results: dict[str, list[Window]] = {}
+    for index, kind in enumerate(args.servers.split(",")):
+        results[kind] = run_server(kind, args, frames, facades, index)
+    for facade in facades:
+        facade.close()
+
+    print(
+        f"\n== summary ({args.width}x{args.height}, {what}; medians of {args.repeats} paired "
+        "windows; CPU in ms per output frame, 2 cores = 2000 ms per second) =="
+    )
+    print(
+        f"{'server':12s} {'facade f/s':>10s} {'out f/s':>8s} {'ratio':>6s} {'server CPU':>11s} "
+        f"{'driver CPU':>11s} {'total CPU':>10s}"
+    )
+    for kind, ws in results.items():
+        srv = _median([w.loop.server_cpu_ms for w in ws])
+        drv = _median([w.loop.driver_cpu_ms for w in ws])
+        print(
+            f"{kind:12s} {_median([w.facade_fps for w in ws]):10.1f} "
+            f"{_median([w.loop.fps for w in ws]):8.1f} {_median([w.ratio for w in ws]):6.0%} "
+            f"{srv:11.1f} {drv:11.1f} {srv + drv:10.1f}"
+        )
+    if "transport" in results:
+        ws = results["transport"]
+        transport = _median([w.loop.server_cpu_ms + w.loop.driver_cpu_ms for w in ws])
+        facade_fps = _median([w.facade_fps for w in ws])
+        bound = 2000.0 / (one_cpu + transport)
+        print(
+            f"\nbound: 2 cores / (inference CPU {one_cpu:.1f} ms with 1 thread + transport CPU "
+            f"{transport:.1f} ms per frame) = {bound:.1f} frames/s = {bound / facade_fps:.0%} of "
+            f"the facade's {facade_fps:.1f} frames/s, with perfect overlap; the goal needs "
+            f"{GOAL:.0%}"
+        )
+    if "node" in results:
+        ws = results["node"]
+        print(
+            f"node / facade frames/s: {', '.join(f'{w.ratio:.0%}' for w in ws)} -> median "
+            f"{_median([w.ratio for w in ws]):.0%} (goal >= {GOAL:.0%})"
+        )
     return 0
 
 

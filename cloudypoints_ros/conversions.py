@@ -1,16 +1,20 @@
 """sensor_msgs messages <-> core types: the only module of CloudyPoints that touches sensor_msgs.
 
 Decoding goes through the core's duck-typed readers (``cloudypoints_core.image``), so the node and
-the bag tools share one code path. Encoding fills ``msg.data`` through rclpy's fast path: the
-generated setters keep an ``array.array('B')`` as it is, but build one element by element from
-anything else (a list, a memoryview, a numpy array), which costs seconds for a large cloud.
-``benchmarks/bench_node.py`` measures the difference.
+the bag tools share one code path. Encoding fills ``msg.data`` through rclpy's fast path: an
+``array.array('B')`` made with one memcpy, stored as it is. The generated setters build the
+array element by element from anything else (a list, a memoryview, a numpy array), which costs
+seconds for a large cloud, and since Jazzy they copy even an ``array.array`` again unless the
+message was made with ``check_fields=True`` (the setter then only checks its type code): that
+second copy of a cloud costs milliseconds per frame. ``benchmarks/bench_node.py`` measures both.
 """
 
 from __future__ import annotations
 
 import array
-from typing import Any
+import struct
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +38,8 @@ __all__ = [
     "classify_image_error",
     "cloud_msg",
     "depth_image_msg",
+    "RawImage",
+    "image_from_cdr",
     "image_msg",
     "image_msg_to_depth",
     "msg_to_rgb",
@@ -43,6 +49,20 @@ __all__ = [
 ]
 
 _NS_PER_S = 1_000_000_000
+
+
+def _keeps_arrays(msg_type: type) -> dict[str, bool]:
+    """Constructor arguments that make ``msg_type``'s setters keep an ``array.array`` as is.
+
+    Jazzy and later generate a ``check_fields`` switch: off (the default) the ``data`` setter
+    copies whatever it gets; on, it stores an ``array.array('B')`` without copying. Humble has no
+    switch (and refuses unknown arguments) but always stores it as is.
+    """
+    return {"check_fields": True} if "_check_fields" in getattr(msg_type, "__slots__", ()) else {}
+
+
+_IMAGE_KW = _keeps_arrays(Image)
+_CLOUD_KW = _keeps_arrays(PointCloud2)
 
 
 def to_byte_array(data: npt.NDArray[Any] | bytes | bytearray | memoryview) -> array.array[int]:
@@ -61,7 +81,17 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
 
 
-def copy_header(header: Header) -> Header:
+class HeaderLike(Protocol):
+    """A std_msgs/Header or a :class:`RawHeader`: a stamp with ``sec``/``nanosec``, a frame."""
+
+    @property
+    def stamp(self) -> Any: ...
+
+    @property
+    def frame_id(self) -> str: ...
+
+
+def copy_header(header: HeaderLike) -> Header:
     """A new Header with the same stamp and frame (outputs must not share the input's object)."""
     out = Header()
     out.stamp.sec = header.stamp.sec
@@ -71,7 +101,120 @@ def copy_header(header: Header) -> Header:
 
 
 # ------------------------------------------------------------------------------ decoding
-def msg_to_rgb(msg: Image | CompressedImage) -> npt.NDArray[np.uint8]:
+@dataclass(frozen=True)
+class RawStamp:
+    sec: int
+    nanosec: int
+
+
+@dataclass(frozen=True)
+class RawHeader:
+    stamp: RawStamp
+    frame_id: str
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """The fields of a sensor_msgs/Image read from its serialized form; ``data`` is a read-only
+    uint8 view into the serialized bytes (no copy). Duck-types as an Image for the core."""
+
+    header: RawHeader
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: npt.NDArray[np.uint8]
+
+
+#: CDR encapsulation identifiers whose layout of sensor_msgs/Image this module reads: XCDR1
+#: (CDR_BE, CDR_LE) and XCDR2 without headers (PLAIN_CDR2 BE/LE). Every field of an Image is at
+#: most 4 bytes wide, so both align the same way. Anything else goes through rclpy.
+_PLAIN_CDR = {b"\x00\x00": ">", b"\x00\x01": "<", b"\x00\x06": ">", b"\x00\x07": "<"}
+
+
+class _CdrReader:
+    """Sequential reads of a CDR payload (alignment relative to the byte after the 4-byte
+    encapsulation header); IndexError when the buffer ends early."""
+
+    def __init__(self, data: bytes, order: str) -> None:
+        self.data = data
+        self.pos = 4
+        self._u32 = struct.Struct(order + "I")
+        self._i32 = struct.Struct(order + "i")
+
+    def _align4(self) -> None:
+        self.pos += -(self.pos - 4) % 4
+
+    def u32(self) -> int:
+        self._align4()
+        if self.pos + 4 > len(self.data):
+            raise IndexError("CDR data ends inside an integer")
+        (value,) = self._u32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def i32(self) -> int:
+        self._align4()
+        if self.pos + 4 > len(self.data):
+            raise IndexError("CDR data ends inside an integer")
+        (value,) = self._i32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return int(value)
+
+    def u8(self) -> int:
+        if self.pos >= len(self.data):
+            raise IndexError("CDR data ends inside a byte")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def string(self) -> str:
+        size = self.u32()  # includes the terminating NUL
+        if size == 0 or self.pos + size > len(self.data):
+            raise IndexError("CDR string does not fit")
+        text = self.data[self.pos : self.pos + size - 1].decode("utf-8")
+        self.pos += size
+        return text
+
+    def byte_view(self) -> npt.NDArray[np.uint8]:
+        size = self.u32()
+        if self.pos + size > len(self.data):
+            raise IndexError("CDR byte sequence does not fit")
+        view = np.frombuffer(self.data, dtype=np.uint8, count=size, offset=self.pos)
+        self.pos += size
+        return view
+
+
+def image_from_cdr(data: bytes) -> Image | RawImage:
+    """A sensor_msgs/Image from its serialized bytes (a ``raw=True`` subscription's message).
+
+    The pixels stay where they are: ``data`` of the result is a view of ``data``. Taking an
+    image raw and reading it here costs about a tenth of rclpy's deserialisation (which copies
+    the pixels three times into an ``array.array``), and a frame the node drops unprocessed
+    costs only the raw take. An encoding of the serialized form this reader does not know, or
+    bytes that do not parse, fall back to rclpy's deserialisation.
+    """
+    order = _PLAIN_CDR.get(bytes(data[:2]))
+    if order is not None:
+        try:
+            r = _CdrReader(data, order)
+            stamp = RawStamp(sec=r.i32(), nanosec=r.u32())
+            header = RawHeader(stamp=stamp, frame_id=r.string())
+            height, width = r.u32(), r.u32()
+            encoding = r.string()
+            is_bigendian = r.u8()
+            step = r.u32()
+            pixels = r.byte_view()
+            return RawImage(header, height, width, encoding, is_bigendian, step, pixels)
+        except (IndexError, UnicodeDecodeError, struct.error):
+            pass
+    from rclpy.serialization import deserialize_message
+
+    msg: Image = deserialize_message(data, Image)
+    return msg
+
+
+def msg_to_rgb(msg: Image | RawImage | CompressedImage) -> npt.NDArray[np.uint8]:
     """(H, W, 3) uint8 RGB of a raw or compressed image message (core errors propagate)."""
     if isinstance(msg, CompressedImage):
         return compressed_to_rgb(msg)
@@ -91,7 +234,7 @@ def image_msg_to_depth(msg: Image) -> npt.NDArray[np.float32]:
     raise EncodingError(f"a depth image must be 32FC1 or 16UC1, got {msg.encoding!r}")
 
 
-def classify_image_error(msg: Image | CompressedImage, exc: Exception) -> str:
+def classify_image_error(msg: Image | RawImage | CompressedImage, exc: Exception) -> str:
     """A short reason for a frame the core refused to decode, for counters and throttled logs."""
     if isinstance(msg, CompressedImage):
         return "empty_image" if len(msg.data) == 0 else "bad_compressed_data"
@@ -128,7 +271,7 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
 def image_msg(array_: npt.NDArray[Any], encoding: str, header: Header) -> Image:
     """An Image of ``array_`` (any encoding the core knows), data set through the fast path."""
     fields = numpy_to_image_fields(array_, encoding)
-    msg = Image()
+    msg = Image(**_IMAGE_KW)
     msg.header = header
     msg.height = fields["height"]
     msg.width = fields["width"]
@@ -162,7 +305,7 @@ def camera_info_msg(intr: Intrinsics, header: Header) -> CameraInfo:
 
 def cloud_msg(packed: PackedCloud, header: Header) -> PointCloud2:
     """A PointCloud2 from the core's packed layout (one memcpy of the point buffer)."""
-    msg = PointCloud2()
+    msg = PointCloud2(**_CLOUD_KW)
     msg.header = header
     msg.height = packed.height
     msg.width = packed.width

@@ -1,11 +1,16 @@
 """The ``cloudypoints_depth`` node: camera images in, metric depth, CameraInfo and clouds out.
 
-Data flow: image callback -> one-slot mailbox (newest wins) -> inference thread: message ->
-numpy (``conversions``) -> ``DepthEstimator.predict`` -> hand-over -> publish thread: depth
-image, CameraInfo, PointCloud2 and an optional colour map -> publishers. The callbacks only hand
-messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while the
-network runs; a burst of frames costs one pending frame of memory, never a queue; and the cloud
-of frame k is assembled while frame k + 1 is inferred (at most two frames in flight).
+Data flow: image callback -> one-slot mailbox (newest wins) -> inference workers: message ->
+numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over -> publish thread:
+depth image, CameraInfo, PointCloud2 and an optional colour map -> publishers. The callbacks only
+hand messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while
+the network runs; a burst of frames costs one pending frame of memory, never a queue; and the
+cloud of frame k is assembled while later frames are inferred. On a CPU two workers, each with
+its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
+than one model on two threads (no synchronisation between the cores inside every layer, and
+nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
+a longer latency per frame (``inference_workers: 1`` for the shortest). Outputs keep the order
+of the inputs.
 
 Topics (relative, so namespaces and remappings apply): ``image`` (or ``image/compressed`` with
 ``input_transport: compressed``), ``camera_info`` in; ``depth/image``, ``depth/camera_info``,
@@ -18,14 +23,17 @@ the reason; restart the node (``ros2 launch cloudypoints_ros depth.launch.py mod
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
+import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import rclpy
 import rclpy.exceptions
@@ -48,7 +56,7 @@ from cloudypoints_core.pointcloud import backproject_packed
 from cloudypoints_ros import NODE_NAME
 from cloudypoints_ros import conversions as conv
 from cloudypoints_ros.conversions import CameraInfo, CompressedImage, Image, PointCloud2
-from cloudypoints_ros.mailbox import Handoff, LatestSlot, StampCache
+from cloudypoints_ros.mailbox import LatestSlot, StampCache
 from cloudypoints_ros.qos import CAMERA_INFO_QUEUE_DEPTH, input_qos, output_qos
 from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
 
@@ -123,6 +131,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         0,
         "CPU threads of the backend (0 = the library's default)",
         int_range=(0, 256),
+        startup_only=True,
+    ),
+    ParamSpec(
+        "inference_workers",
+        0,
+        "Frames inferred at once, each by its own copy of the model: more frames/s on a CPU, a "
+        "longer latency per frame; 0 = auto (2 on a CPU with ONNX Runtime and 2+ cores, "
+        "each with num_threads = cores / 2 unless set; else 1)",
+        int_range=(0, 16),
         startup_only=True,
     ),
     ParamSpec(
@@ -239,8 +256,61 @@ class FrameOptions:
 
 @dataclass(frozen=True)
 class _Job:
-    msg: Image | CompressedImage
+    msg: bytes | CompressedImage  # a serialized Image (raw subscription) or a CompressedImage
     received_s: float  # time.monotonic() at receipt
+    seq: int  # order of arrival; outputs are published in this order
+
+
+T = TypeVar("T")
+
+
+class _InOrder(Generic[T]):
+    """Finished frames from several workers to the publish thread, in order of arrival.
+
+    A worker calls ``start(seq)`` when it takes a frame and ``finish(seq, item)`` when done
+    (``item`` None if the frame was rejected). ``get`` returns the oldest finished item once no
+    older frame is still being worked on, so a fast worker never overtakes a slow one. At most
+    ``capacity`` finished items wait (``finish`` blocks beyond), which bounds memory.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._cond = threading.Condition()
+        self._done: list[tuple[int, T]] = []  # a heap by seq
+        self._running: set[int] = set()
+        self._capacity = max(1, capacity)
+        self._closed = False
+
+    def start(self, seq: int) -> None:
+        with self._cond:
+            self._running.add(seq)
+
+    def finish(self, seq: int, item: T | None) -> None:
+        with self._cond:
+            if item is not None:
+                self._cond.wait_for(lambda: self._closed or len(self._done) < self._capacity)
+                if not self._closed:
+                    heapq.heappush(self._done, (seq, item))
+            self._running.discard(seq)
+            self._cond.notify_all()
+
+    def _ready(self) -> bool:
+        return bool(self._done) and (not self._running or self._done[0][0] < min(self._running))
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The next item in order; None on timeout or when closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._ready(), timeout)
+            if self._closed or not self._ready():
+                return None
+            item = heapq.heappop(self._done)[1]
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._done.clear()
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -248,6 +318,7 @@ class _Inferred:
     """A frame between the two worker stages: inference done, messages not yet published."""
 
     job: _Job
+    header: conv.HeaderLike  # of the input image
     rgb: Any  # (H, W, 3) uint8, the decoded input
     intrinsics: Intrinsics  # of the input image
     result: Any  # DepthResult
@@ -276,6 +347,7 @@ class DepthNode(Node):
         super().__init__(NODE_NAME, **node_kwargs)
         self._workers: list[threading.Thread] = []
         self._estimator: Any | None = None
+        self._estimators: list[Any] = []
         try:
             self._setup(estimator)
         except BaseException:
@@ -299,7 +371,6 @@ class DepthNode(Node):
         self._stats = NodeStats()
         self._throttle = ReasonThrottle(_LOG_THROTTLE_S)
         self._mailbox: LatestSlot[_Job] = LatestSlot()
-        self._handoff: Handoff[_Inferred] = Handoff()
         self._infos: StampCache[CameraInfo] = StampCache()
         self._started_s = time.monotonic()
         self._stamps_match = True
@@ -308,10 +379,12 @@ class DepthNode(Node):
 
         # An injected estimator stays its owner's to close.
         self._owns_estimator = estimator is None
-        if estimator is None:
-            estimator = self._load_estimator(startup)
-        self._estimator = estimator
-        self._model_name = str(getattr(getattr(estimator, "spec", None), "name", "?"))
+        self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
+        self._estimator = self._estimators[0]
+        self._done: _InOrder[_Inferred] = _InOrder(len(self._estimators))
+        self._arrivals = itertools.count()
+        self._last_published = -1
+        self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
         self._pub_depth = self.create_publisher(Image, "depth/image", out)
@@ -326,8 +399,11 @@ class DepthNode(Node):
                 CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
             )
         else:
+            # Raw: the callback gets the serialized bytes and only frames the worker takes are
+            # read (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy
+            # every image three times, also those dropped because a newer one arrived.
             self._image_sub = self.create_subscription(
-                Image, "image", self._on_image, input_qos(reliable)
+                Image, "image", self._on_image, input_qos(reliable), raw=True
             )
         self._info_sub = self.create_subscription(
             CameraInfo,
@@ -339,32 +415,83 @@ class DepthNode(Node):
         # Registered last: declaring parameters also runs these callbacks.
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        # Two stages: inference of frame k + 1 overlaps the cloud assembly and publishing of
+        # Two stages: inference of later frames overlaps the cloud assembly and publishing of
         # frame k (numpy and the inference runtimes release the GIL).
         self._workers = [
-            threading.Thread(target=self._infer_loop, name=f"{NODE_NAME}_infer", daemon=True),
-            threading.Thread(target=self._publish_loop, name=f"{NODE_NAME}_publish", daemon=True),
+            threading.Thread(
+                target=self._infer_loop, args=(est,), name=f"{NODE_NAME}_infer{i}", daemon=True
+            )
+            for i, est in enumerate(self._estimators)
         ]
+        self._workers.append(
+            threading.Thread(target=self._publish_loop, name=f"{NODE_NAME}_publish", daemon=True)
+        )
         for worker in self._workers:
             worker.start()
         self.get_logger().info(
-            f"model '{self._model_name}' on backend {self._backend_name()} ({self._device()}); "
+            f"model '{self._model_name}' on backend {self._backend_name()} ({self._device()}, "
+            f"inference workers: {len(self._estimators)}); "
             f"subscribed to {self._image_sub.topic_name} "
             f"({'reliable' if reliable else 'best effort'}) and {self._info_sub.topic_name}; "
             f"depth on {self._pub_depth.topic_name}, cloud on {self._pub_points.topic_name}"
         )
 
-    def _load_estimator(self, startup: dict[str, Any]) -> Any:
+    def _load_estimators(self, startup: dict[str, Any]) -> list[Any]:
+        """One model per inference worker (see the module docstring and ``inference_workers``)."""
+        import importlib.util
+
+        cores = os.cpu_count() or 1
+        workers = int(startup["inference_workers"])
+        auto = workers == 0
+        if auto:
+            cpu_onnxruntime = str(startup["device"]) == "cpu" and (
+                startup["backend"] == "onnxruntime"
+                or (
+                    startup["backend"] == "auto"
+                    and importlib.util.find_spec("onnxruntime") is not None
+                )
+            )
+            workers = min(2, cores) if cpu_onnxruntime else 1
+        first = self._load_estimator(startup, workers, cores)
+        if auto and workers > 1 and (first.backend_name, first.device) != ("onnxruntime", "cpu"):
+            # auto picked another backend (e.g. the package has no ONNX file): one worker with
+            # the thread count the user asked for.
+            first.close()
+            workers = 1
+            first = self._load_estimator(startup, 1, cores)
+        estimators = [first]
+        try:
+            for _ in range(workers - 1):
+                estimators.append(self._load_estimator(startup, workers, cores, quiet=True))
+        except BaseException:
+            for est in estimators:
+                est.close()
+            raise
+        return estimators
+
+    def _load_estimator(
+        self, startup: dict[str, Any], workers: int, cores: int, quiet: bool = False
+    ) -> Any:
         from cloudypoints_core.inference.facade import DepthEstimator
 
         options: dict[str, Any] = {}
-        if int(startup["num_threads"]) > 0:
-            options["num_threads"] = int(startup["num_threads"])
+        threads = int(startup["num_threads"])
+        if threads == 0 and workers > 1:
+            threads = max(1, cores // workers)  # the workers share the cores
+        if threads > 0:
+            options["num_threads"] = threads
+        if startup["backend"] in ("auto", "onnxruntime"):
+            # ONNX Runtime's intra-op threads busy-wait between runs by default; here they would
+            # spin on the cores that the DDS threads and the publish stage need at that moment
+            # (measured: the node's frames/s rises by a large factor without it; the bare
+            # network loses about a tenth; benchmarks/bench_node.py). Ignored by other backends.
+            options["allow_spinning"] = False
         path = str(startup["model_path"]) or None
-        self.get_logger().info(
-            f"loading model {path or '(bundled default)'} with backend {startup['backend']} "
-            f"on {startup['device']}"
-        )
+        if not quiet:
+            self.get_logger().info(
+                f"loading model {path or '(bundled default)'} with backend "
+                f"{startup['backend']} on {startup['device']}"
+            )
         return DepthEstimator.from_package(
             path, backend=str(startup["backend"]), device=str(startup["device"]), **options
         )
@@ -380,9 +507,9 @@ class DepthNode(Node):
         return self._stats
 
     # ------------------------------------------------------------------------------ callbacks
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: bytes | CompressedImage) -> None:
         self._stats.frame_in()
-        if self._mailbox.put(_Job(msg, time.monotonic())) is not None:
+        if self._mailbox.put(_Job(msg, time.monotonic(), next(self._arrivals))) is not None:
             self._stats.frames_dropped()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -441,29 +568,31 @@ class DepthNode(Node):
             fallback_timeout_s=float(v["fallback.timeout_s"]),
         )
 
-    def _infer_loop(self) -> None:
+    def _infer_loop(self, estimator: Any) -> None:
         while not self._mailbox.closed:
             job = self._mailbox.get(timeout=0.5)
             if job is None:
                 continue
+            self._done.start(job.seq)
             t0 = time.perf_counter()
-            item = self._guarded(self._infer, job)
+            item = self._guarded(self._infer, (job, estimator))
             if item is not None:
                 self._stats.stage("infer", time.perf_counter() - t0)
-            while item is not None and not self._closing:
-                if self._handoff.put(item, timeout=0.5):
-                    break
+            self._done.finish(job.seq, item)
 
     def _publish_loop(self) -> None:
         while not self._closing:
-            item = self._handoff.get(timeout=0.5)
+            item = self._done.get(timeout=0.5)
             if item is None:
                 continue
+            if item.job.seq < self._last_published:
+                # Overtaken by a newer frame (a worker took it an instant after another took
+                # a newer one): publishing it now would send time backwards.
+                self._stats.frames_dropped()
+                continue
+            self._last_published = item.job.seq
             t0 = time.perf_counter()
-            try:
-                self._guarded(self._publish, item)
-            finally:
-                self._handoff.done()
+            self._guarded(self._publish, item)
             self._stats.stage("publish", time.perf_counter() - t0)
 
     def _guarded(self, stage: Any, arg: Any) -> Any:
@@ -558,8 +687,9 @@ class DepthNode(Node):
         )
         return intr
 
-    def _infer(self, job: _Job) -> _Inferred:
-        msg = job.msg
+    def _infer(self, work: tuple[_Job, Any]) -> _Inferred:
+        job, estimator = work
+        msg = conv.image_from_cdr(job.msg) if isinstance(job.msg, bytes) else job.msg
         try:
             rgb = conv.msg_to_rgb(msg)
         except CloudyPointsError as exc:
@@ -569,13 +699,13 @@ class DepthNode(Node):
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         intr = self._intrinsics_for(stamp_ns, width, height, opts)
         try:
-            result = self._estimator.predict(rgb, intr, output_resolution=opts.output_resolution)
+            result = estimator.predict(rgb, intr, output_resolution=opts.output_resolution)
         except CloudyPointsError as exc:
             raise _Rejected("inference_error", str(exc)) from exc
-        return _Inferred(job, rgb, intr, result, opts, stamp_ns)
+        return _Inferred(job, msg.header, rgb, intr, result, opts, stamp_ns)
 
     def _publish(self, item: _Inferred) -> None:
-        header = item.job.msg.header
+        header = item.header
         opts = item.opts
         depth, d_intr = item.result.depth_m, item.result.intrinsics
         try:
@@ -674,16 +804,17 @@ class DepthNode(Node):
     def destroy_node(self) -> None:
         """Stop the workers (each finishes its frame), release the model, destroy the node."""
         self._closing = True
-        for box in (getattr(self, "_mailbox", None), getattr(self, "_handoff", None)):
+        for box in (getattr(self, "_mailbox", None), getattr(self, "_done", None)):
             if box is not None:
                 box.close()
         for worker in self._workers:
             if worker is not threading.current_thread():
                 worker.join(timeout=30.0)
         self._workers = []
-        estimator, self._estimator = self._estimator, None
-        if estimator is not None and getattr(self, "_owns_estimator", False):
-            estimator.close()
+        estimators, self._estimators, self._estimator = self._estimators, [], None
+        if getattr(self, "_owns_estimator", False):
+            for estimator in estimators:
+                estimator.close()
         super().destroy_node()
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core.errors import BagError, CloudyPointsError, ConfigError
-from cloudypoints_core.evaluation.metrics import METRIC_NAMES, compute_errors, mean_errors
+from cloudypoints_core.evaluation.metrics import METRIC_NAMES, ErrorSums, mean_errors
 from cloudypoints_core.evaluation.protocols import EvalProtocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -155,23 +155,7 @@ def score_frame(
         ev = evaluate_image(protocol, gt, pred)
         metrics, n_gt, n_eval, scale = ev.metrics, ev.n_gt_valid, ev.n_evaluated, ev.scale_ratio
     else:
-        r0, r1, c0, c1 = window
-        g32, p32 = gt[r0:r1, c0:c1], pred[r0:r1, c0:c1]
-        with np.errstate(invalid="ignore"):
-            # NaN fails both comparisons and the range is finite: no isfinite pass needed.
-            gt_ok = (g32 > protocol.min_depth_m) & (g32 < protocol.max_depth_m)
-            mask = gt_ok & (p32 > 0) & (p32 < np.inf)
-        n_gt, n_eval = int(np.count_nonzero(gt_ok)), int(np.count_nonzero(mask))
-        metrics, scale = None, 1.0
-        if n_eval:
-            g = g32[mask].astype(np.float64)
-            p = p32[mask].astype(np.float64)
-            if protocol.median_scaling:
-                scale = float(np.median(g) / np.median(p))
-                p *= scale
-            # Scale first, then clamp (the order the literature and evaluate_image use).
-            np.clip(p, protocol.min_depth_m, protocol.max_depth_m, out=p)
-            metrics = compute_errors(g, p)
+        metrics, n_gt, n_eval, scale = _score_window(gt, pred, window, protocol)
     if metrics is None:
         why = "no valid ground truth pixel" if n_gt == 0 else "no valid predicted pixel"
         return FrameScore(
@@ -199,6 +183,64 @@ def score_frame(
         ev.curve_counts,
         window,
     )
+
+
+#: Pixels per block of the lean scoring path: float32 inputs, masks and float64 copies of one
+#: block stay in the CPU cache while every metric term is computed on them.
+_SCORE_BLOCK_PX = 1 << 15
+
+
+def _score_window(
+    gt: npt.NDArray[np.float32],
+    pred: npt.NDArray[np.float32],
+    window: tuple[int, int, int, int],
+    protocol: EvalProtocol,
+) -> tuple[dict[str, float] | None, int, int, float]:
+    """(metrics or None, valid ground-truth pixels, evaluated pixels, median scale) of the
+    window: ground truth strictly inside the range, prediction finite and positive, scaled,
+    then clamped, then ``compute_errors``'s metrics (via :class:`ErrorSums`, block by block)."""
+    r0, r1, c0, c1 = window
+    g32, p32 = gt[r0:r1, c0:c1], pred[r0:r1, c0:c1]
+    lo, hi = protocol.min_depth_m, protocol.max_depth_m
+    if protocol.median_scaling:
+        # The medians need every evaluated pixel at once: no blocks.
+        with np.errstate(invalid="ignore"):
+            gt_ok = (g32 > lo) & (g32 < hi)
+            mask = gt_ok & (p32 > 0) & (p32 < np.inf)
+        n_gt, n_eval = int(np.count_nonzero(gt_ok)), int(np.count_nonzero(mask))
+        if n_eval == 0:
+            return None, n_gt, 0, 1.0
+        g = g32[mask].astype(np.float64)
+        p = p32[mask].astype(np.float64)
+        scale = float(np.median(g) / np.median(p))
+        p *= scale
+        # Scale first, then clamp (the order the literature and evaluate_image use).
+        np.clip(p, lo, hi, out=p)
+        sums = ErrorSums()
+        sums.add(g, p)
+        return sums.metrics(), n_gt, n_eval, scale
+    sums = ErrorSums()
+    n_gt = 0
+    rows = max(1, _SCORE_BLOCK_PX // max(1, c1 - c0))
+    for top in range(0, r1 - r0, rows):
+        gb, pb = g32[top : top + rows], p32[top : top + rows]
+        with np.errstate(invalid="ignore"):
+            # NaN fails both comparisons and the range is finite: no isfinite pass needed.
+            gt_ok = gb > lo
+            np.logical_and(gt_ok, gb < hi, out=gt_ok)
+            n_gt += int(np.count_nonzero(gt_ok))
+            mask = np.logical_and(gt_ok, pb > 0, out=gt_ok)
+            np.logical_and(mask, pb < np.inf, out=mask)
+        g = gb[mask].astype(np.float64)
+        if g.size == 0:
+            continue
+        p = pb[mask].astype(np.float64)
+        np.clip(p, lo, hi, out=p)
+        # In (lo, hi) and clamped to [lo, hi] with 0 < lo < hi < inf (the protocol checks it):
+        # valid by construction, so compute_errors' validation is not repeated.
+        sums.add(g, p)
+    n_eval = sums.count
+    return (sums.metrics() if n_eval else None), n_gt, n_eval, 1.0
 
 
 # ------------------------------------------------------------------------------------- report
@@ -706,9 +748,15 @@ def evaluate_bag(
     if estimator is None:
         from cloudypoints_core.inference.facade import DepthEstimator
 
+        options = dict(estimator_options or {})
+        if backend in ("auto", "onnxruntime"):
+            # Reading and scoring threads share the cores with the network: ONNX Runtime's
+            # busy-waiting threads would take them (as in the ROS node; measured in
+            # benchmarks/bench_bag_eval.py). Ignored by other backends.
+            options.setdefault("allow_spinning", False)
         try:
             estimator = DepthEstimator.from_package(
-                model, backend=backend, device=device, **dict(estimator_options or {})
+                model, backend=backend, device=device, **options
             )
         except BaseException:
             frames.close()

@@ -8,6 +8,7 @@ metrics are computed per image and then averaged over images, as the literature 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -20,38 +21,105 @@ METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", 
 LOWER_IS_BETTER = frozenset({"abs_rel", "sq_rel", "rmse", "rmse_log"})
 
 
+#: Values per block of :class:`ErrorSums`: four float64 work arrays of 256 KiB stay in cache.
+_SUM_BLOCK = 1 << 15
+_THRESHOLDS = (1.25, 1.25**2, 1.25**3)
+
+
+class ErrorSums:
+    """Running sums of the per-pixel error terms, so one image's metrics can be fed in pieces.
+
+    :meth:`add` takes matched float64 ground-truth and predicted depths that are already valid
+    (finite and positive; not re-checked, for speed); :meth:`metrics` returns what
+    :func:`compute_errors` returns for all the values added. Work runs in blocks with reused
+    buffers and one division per ratio: about 2.5x faster than the textbook expressions, with
+    the same threshold decisions (the ratios are the same correctly rounded quotients) and sums
+    equal to about 1e-15 relative.
+    """
+
+    def __init__(self) -> None:
+        # abs_rel, sq_rel, squared error, squared log error; counts below 1.25, 1.25^2, 1.25^3.
+        self._sums = [0.0, 0.0, 0.0, 0.0]
+        self._below = [0, 0, 0]
+        self.count = 0
+        self._work: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+
+    def _buffers(self, size: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        if self._work is None or self._work[0].size < size:
+            self._work = (np.empty(size, np.float64), np.empty(size, np.float64))
+        return self._work
+
+    def add(self, gt_m: npt.NDArray[np.float64], pred_m: npt.NDArray[np.float64]) -> None:
+        """Add matched valid depths (1-D float64 arrays of equal length)."""
+        n = gt_m.size
+        if pred_m.size != n:
+            raise InputError(f"gt has {n} values but pred has {pred_m.size}; they must match")
+        work_a, work_b = self._buffers(min(n, _SUM_BLOCK))
+        sums, below = self._sums, self._below
+        for start in range(0, n, _SUM_BLOCK):
+            g, p = gt_m[start : start + _SUM_BLOCK], pred_m[start : start + _SUM_BLOCK]
+            a, b = work_a[: g.size], work_b[: g.size]
+            np.subtract(g, p, out=a)
+            np.abs(a, out=a)  # |gt - pred|
+            np.divide(a, g, out=b)  # |gt - pred| / gt
+            sums[0] += float(b.sum())
+            # Products in place, then numpy's pairwise sums. Not np.dot: OpenBLAS would wake
+            # its worker threads, which then spin and steal the cores from the inference.
+            np.multiply(b, a, out=b)  # (|d| / gt) |d| = d^2 / gt
+            sums[1] += float(b.sum())
+            np.square(a, out=a)
+            sums[2] += float(a.sum())
+            # max(gt / pred, pred / gt) from the two quotients themselves (not 1 / ratio), so a
+            # ratio of exactly 1.25 is decided exactly as the definition reads.
+            np.divide(g, p, out=a)
+            np.divide(p, g, out=b)
+            np.maximum(a, b, out=b)
+            for k, threshold in enumerate(_THRESHOLDS):
+                below[k] += int(np.count_nonzero(b < threshold))
+            np.log(a, out=a)  # ln(gt / pred) = ln gt - ln pred, one logarithm per pixel
+            np.square(a, out=a)
+            sums[3] += float(a.sum())
+        self.count += n
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics of everything added so far (InputError when nothing was)."""
+        n = self.count
+        if n == 0:
+            raise InputError("no valid pixels to evaluate")
+        abs_rel, sq_rel, sq, log_sq = self._sums
+        return {
+            "abs_rel": abs_rel / n,
+            "sq_rel": sq_rel / n,
+            "rmse": math.sqrt(sq / n),
+            "rmse_log": math.sqrt(log_sq / n),
+            "a1": self._below[0] / n,
+            "a2": self._below[1] / n,
+            "a3": self._below[2] / n,
+        }
+
+
+def _all_positive_finite(values: npt.NDArray[np.float64]) -> bool:
+    # Two reductions instead of isfinite and > 0 passes: NaN propagates through min and fails
+    # the comparison, -inf fails the lower bound and +inf the upper one.
+    return bool(values.min() > 0.0 and values.max() < np.inf)
+
+
 def compute_errors(gt_m: npt.ArrayLike, pred_m: npt.ArrayLike) -> dict[str, float]:
-    """Errors between matched ground-truth and predicted depths (metres, both > 0)."""
-    gt = np.asarray(gt_m, dtype=np.float64).reshape(-1)
-    pred = np.asarray(pred_m, dtype=np.float64).reshape(-1)
+    """Errors between matched ground-truth and predicted depths (metres, both > 0).
+
+    Computed in float64 whatever the input dtype (see :class:`ErrorSums` for how).
+    """
+    gt = np.ascontiguousarray(gt_m, dtype=np.float64).reshape(-1)
+    pred = np.ascontiguousarray(pred_m, dtype=np.float64).reshape(-1)
     if gt.shape != pred.shape:
         raise InputError(f"gt has {gt.size} values but pred has {pred.size}; they must match")
     if gt.size == 0:
         raise InputError("no valid pixels to evaluate")
-    if not (
-        np.all(np.isfinite(gt))
-        and np.all(gt > 0)
-        and np.all(np.isfinite(pred))
-        and np.all(pred > 0)
-    ):
+    if not (_all_positive_finite(gt) and _all_positive_finite(pred)):
         raise InputError("gt and pred must be finite and positive; mask or clamp them first")
-    thresh = np.maximum(gt / pred, pred / gt)
-    a1 = float(np.mean(thresh < 1.25))
-    a2 = float(np.mean(thresh < 1.25**2))
-    a3 = float(np.mean(thresh < 1.25**3))
-    rmse = float(np.sqrt(np.mean((gt - pred) ** 2)))
-    rmse_log = float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2)))
-    abs_rel = float(np.mean(np.abs(gt - pred) / gt))
-    sq_rel = float(np.mean(((gt - pred) ** 2) / gt))
-    return {
-        "abs_rel": abs_rel,
-        "sq_rel": sq_rel,
-        "rmse": rmse,
-        "rmse_log": rmse_log,
-        "a1": a1,
-        "a2": a2,
-        "a3": a3,
-    }
+    sums = ErrorSums()
+    sums.add(gt, pred)
+    return sums.metrics()
 
 
 def mean_errors(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:

@@ -94,7 +94,9 @@ _REGISTRY: dict[str, str | type] = {
 #: Backend modules: their names, for option routing without importing them.
 _OPTION_NAMES: dict[str, frozenset[str]] = {
     "tensorrt": frozenset({"precision", "workspace_mb", "cache_dir", "rebuild"}),
-    "onnxruntime": frozenset({"num_threads", "graph_optimization", "io_binding", "warmup"}),
+    "onnxruntime": frozenset(
+        {"num_threads", "graph_optimization", "io_binding", "warmup", "allow_spinning"}
+    ),
     "torch": frozenset(
         {"num_threads", "half", "compile", "cuda_graphs", "model_factory", "warmup"}
     ),

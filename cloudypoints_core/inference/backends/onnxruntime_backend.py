@@ -73,7 +73,10 @@ class OnnxRuntimeBackend:
     Options: ``num_threads`` (intra-op threads; None lets ONNX Runtime use every core),
     ``graph_optimization`` ("all" default, "extended", "basic", "disable"), ``io_binding``
     (bind the input and a preallocated output buffer, avoiding a copy per call), ``warmup``
-    (run once at load to validate the output shape and pay the first-call cost early).
+    (run once at load to validate the output shape and pay the first-call cost early),
+    ``allow_spinning`` (intra-op threads busy-wait for work between and after runs: fastest when
+    inference has the cores to itself; False when other threads share them, as in the ROS node,
+    where the spinning steals the cores its DDS and publishing threads need).
     """
 
     name = "onnxruntime"
@@ -82,6 +85,7 @@ class OnnxRuntimeBackend:
         "graph_optimization": "all",
         "io_binding": False,
         "warmup": True,
+        "allow_spinning": True,
     }
 
     def __init__(
@@ -93,6 +97,7 @@ class OnnxRuntimeBackend:
         graph_optimization: str = "all",
         io_binding: bool = False,
         warmup: bool = True,
+        allow_spinning: bool = True,
     ) -> None:
         ort = require("onnxruntime", "the onnxruntime inference backend")
         dev = parse_device(device)
@@ -108,6 +113,8 @@ class OnnxRuntimeBackend:
             )
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 0):
             raise ConfigError(f"num_threads must be a non-negative integer, got {num_threads!r}")
+        if not isinstance(allow_spinning, bool):
+            raise ConfigError(f"allow_spinning must be true or false, got {allow_spinning!r}")
         providers: list[Any] = ["CPUExecutionProvider"]
         if dev.kind == "cuda":
             require_cuda_device(self.name, dev)
@@ -129,6 +136,8 @@ class OnnxRuntimeBackend:
         }[graph_optimization]
         if num_threads:
             options.intra_op_num_threads = num_threads
+        if not allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # One image at a time through a sequential graph: inter-op threads would only compete.
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
