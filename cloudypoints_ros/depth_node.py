@@ -269,8 +269,10 @@ class _InOrder(Generic[T]):
 
     A worker calls ``start(seq)`` when it takes a frame and ``finish(seq, item)`` when done
     (``item`` None if the frame was rejected). ``get`` returns the oldest finished item once no
-    older frame is still being worked on, so a fast worker never overtakes a slow one. At most
-    ``capacity`` finished items wait (``finish`` blocks beyond), which bounds memory.
+    older frame is still being worked on, so a fast worker never overtakes a slow one. Workers
+    call ``wait_for_room`` before taking a new frame: while ``capacity`` finished items wait,
+    they pause (bounded memory when publishing is the slower stage). ``finish`` itself never
+    waits, so a worker holding the oldest frame can always hand it over.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -280,16 +282,22 @@ class _InOrder(Generic[T]):
         self._capacity = max(1, capacity)
         self._closed = False
 
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Wait until fewer than ``capacity`` items are waiting; False on timeout or close."""
+        with self._cond:
+            room = self._cond.wait_for(
+                lambda: self._closed or len(self._done) < self._capacity, timeout
+            )
+            return bool(room) and not self._closed
+
     def start(self, seq: int) -> None:
         with self._cond:
             self._running.add(seq)
 
     def finish(self, seq: int, item: T | None) -> None:
         with self._cond:
-            if item is not None:
-                self._cond.wait_for(lambda: self._closed or len(self._done) < self._capacity)
-                if not self._closed:
-                    heapq.heappush(self._done, (seq, item))
+            if item is not None and not self._closed:
+                heapq.heappush(self._done, (seq, item))
             self._running.discard(seq)
             self._cond.notify_all()
 
@@ -570,15 +578,20 @@ class DepthNode(Node):
 
     def _infer_loop(self, estimator: Any) -> None:
         while not self._mailbox.closed:
+            if not self._done.wait_for_room(timeout=0.5):
+                continue
             job = self._mailbox.get(timeout=0.5)
             if job is None:
                 continue
             self._done.start(job.seq)
-            t0 = time.perf_counter()
-            item = self._guarded(self._infer, (job, estimator))
-            if item is not None:
-                self._stats.stage("infer", time.perf_counter() - t0)
-            self._done.finish(job.seq, item)
+            item = None
+            try:
+                t0 = time.perf_counter()
+                item = self._guarded(self._infer, (job, estimator))
+                if item is not None:
+                    self._stats.stage("infer", time.perf_counter() - t0)
+            finally:
+                self._done.finish(job.seq, item)  # also for a rejected frame: never blocks later
 
     def _publish_loop(self) -> None:
         while not self._closing:

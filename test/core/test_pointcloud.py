@@ -277,6 +277,38 @@ def test_out_buffer(rng) -> None:
         backproject_packed(depth, INTR, organised=False, out=np.zeros(100, np.uint8))
 
 
+@pytest.mark.parametrize("coloured", [True, False])
+def test_unorganised_cloud_keeps_valid_points_in_row_major_order(coloured: bool, rng) -> None:
+    """The unorganised path (assembled whole, then compacted) against points decoded from the
+    organised cloud and filtered independently; also into an ``out`` buffer."""
+    depth = rng.uniform(0.5, 30.0, size=INTR.shape).astype(np.float32)
+    depth[rng.random(INTR.shape) < 0.3] = np.nan
+    depth[1, :4] = [0.0, -2.0, np.inf, 45.0]  # invalid, invalid, invalid, beyond max_range_m
+    rgb = rng.integers(0, 256, size=(*INTR.shape, 3), dtype=np.uint8) if coloured else None
+    organised = backproject_packed(depth, INTR, rgb, max_range_m=40.0)
+    xyz, colours = decode_independently(organised)
+    keep = np.isfinite(xyz[..., 2])
+    flat = backproject_packed(depth, INTR, rgb, max_range_m=40.0, organised=False)
+    assert (flat.height, flat.width, flat.is_dense) == (1, int(keep.sum()), True)
+    got_xyz, got_rgb = decode_independently(flat)
+    np.testing.assert_array_equal(got_xyz[0], xyz[keep])
+    if coloured:
+        assert colours is not None and got_rgb is not None
+        np.testing.assert_array_equal(got_rgb[0], colours[keep])
+    else:
+        assert flat.field_names == ("x", "y", "z")
+        np.testing.assert_array_equal(flat.data.view(np.uint32).reshape(-1, 4)[:, 3], 0)
+    out = np.full(INTR.width * INTR.height * POINT_STEP, 7, np.uint8)
+    into = backproject_packed(depth, INTR, rgb, max_range_m=40.0, organised=False, out=out)
+    assert np.shares_memory(into.data, out)
+    np.testing.assert_array_equal(into.data, flat.data)
+
+
+def test_unorganised_cloud_without_valid_points() -> None:
+    cloud = backproject_packed(np.full(INTR.shape, np.nan, np.float32), INTR, organised=False)
+    assert (cloud.height, cloud.width, cloud.data.size, cloud.is_dense) == (1, 0, 0, True)
+
+
 def test_backproject_packed_with_unusable_rays(rng) -> None:
     # A lens model that folds over near the corners: those pixels have no ray.
     dist = (0.3, -0.1, 0.001, 0.0005, 0.01, 0.5, -0.05, 0.02)

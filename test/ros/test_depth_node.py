@@ -535,3 +535,55 @@ def test_missing_or_corrupt_model_or_bad_arguments_exit_non_zero(
     assert bad.returncode == 1 and "cannot start" in bad.stderr
     malformed = _run_node(["-p", "model_path:="])  # rcl refuses an override without a value
     assert malformed.returncode == 2 and "bad ROS arguments" in malformed.stderr
+
+
+# ---------------------------------------------------------------------------- workers
+def test_in_order_hand_over_never_lets_a_fast_worker_overtake() -> None:
+    import threading
+
+    from cloudypoints_ros.depth_node import _InOrder
+
+    box: _InOrder[str] = _InOrder(capacity=2)
+    for seq in (5, 6, 7):
+        box.start(seq)
+    box.finish(6, "six")
+    box.finish(7, "seven")
+    assert box.get(timeout=0.05) is None  # 5 is still being inferred
+    assert not box.wait_for_room(timeout=0.05)  # two finished items wait: workers pause
+    # The worker holding the oldest frame hands it over although the box is "full": the
+    # situation that would deadlock if finish waited for room.
+    box.finish(5, "five")
+    assert [box.get(timeout=1.0) for _ in range(3)] == ["five", "six", "seven"]
+    assert box.wait_for_room(timeout=0.05)
+    box.start(8)
+    box.start(9)
+    box.finish(8, None)  # rejected: it must not hold back 9
+    box.finish(9, "nine")
+    assert box.get(timeout=1.0) == "nine"
+    waiter = threading.Thread(target=lambda: box.get(timeout=5.0))
+    waiter.start()
+    box.close()
+    waiter.join(timeout=2.0)
+    assert not waiter.is_alive() and not box.wait_for_room(timeout=0.0)
+
+
+def test_two_workers_publish_a_burst_in_the_order_of_the_images(
+    ros_env: Any, model_dir: Path, frames: list[Any]
+) -> None:
+    node, probe = ros_env.start_depth_node(
+        "/cp_workers", model_dir, {"inference_workers": 2, "reliable_input": True}
+    )
+    assert len(node._estimators) == 2
+    stamps = []
+    frame = frames[0]
+    for _ in range(12):
+        stamp = _stamp()
+        stamps.append(stamp)
+        probe.info_pub.publish(camera_info(frame.intrinsics, stamp))
+        probe.image_pub.publish(raw_image(frame.rgb, "rgb8", stamp))
+        time.sleep(0.004)  # faster than the model: some frames are dropped, newest wins
+    assert probe.wait_for("depth/image", stamps[-1], timeout=10.0) is not None
+    with probe._cond:
+        arrival = list(probe.received["depth/image"])  # dict order = order of receipt
+    got = [s for s in arrival if s in stamps]
+    assert got == sorted(got) and got[-1] == stamps[-1]

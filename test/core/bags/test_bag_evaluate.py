@@ -53,6 +53,71 @@ def test_score_frame_matches_the_formulas(rng: np.random.Generator) -> None:
     assert score.coverage == pytest.approx(want["coverage"])
 
 
+@pytest.mark.parametrize("median_scaling", [False, True])
+def test_score_frame_over_several_blocks_equals_compute_errors(
+    rng: np.random.Generator, median_scaling: bool
+) -> None:
+    """A frame larger than the scoring block (32768 pixels), every metric against
+    compute_errors on the pixels selected, scaled and clamped independently."""
+    from cloudypoints_core.evaluation.metrics import compute_errors
+
+    gt = rng.uniform(0.0, 95.0, (230, 310)).astype(np.float32)
+    gt[rng.random(gt.shape) < 0.15] = np.nan
+    gt[3, :3] = [0.001, 80.0, -1.0]  # the range is open at both ends
+    pred = (gt * rng.uniform(0.6, 1.5, gt.shape)).astype(np.float32)
+    pred[rng.random(gt.shape) < 0.1] = np.nan
+    pred[5, :4] = [0.0, -3.0, np.inf, 500.0]
+    protocol = make_protocol("whole_frame", median_scaling=median_scaling)
+    score = score_frame(gt, pred, protocol)
+    gt_ok = np.isfinite(gt) & (gt > 1e-3) & (gt < 80.0)
+    keep = gt_ok & np.isfinite(pred) & (pred > 0)
+    g, p = gt[keep].astype(np.float64), pred[keep].astype(np.float64)
+    scale = float(np.median(g) / np.median(p)) if median_scaling else 1.0
+    want = compute_errors(g, np.clip(p * scale, 1e-3, 80.0))
+    assert (score.n_gt_valid, score.n_evaluated) == (int(gt_ok.sum()), int(keep.sum()))
+    assert score.median_scale == pytest.approx(scale, rel=1e-12)
+    assert score.metrics is not None
+    for name, value in want.items():
+        assert score.metrics[name] == pytest.approx(value, rel=1e-12), name
+
+
+def test_evaluate_bag_loads_its_models_for_sharing_the_cores(
+    synth_bags, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its reading and scoring threads need the cores: models it loads do not busy-wait, and
+    on a CPU with 2+ cores two of them split the cores (one frame each)."""
+    seen: list[dict] = []
+    load = DepthEstimator.from_package
+
+    def spy(path, backend="auto", device="cpu", **options):
+        seen.append(dict(options))
+        return load(path, backend=backend, device=device, **options)
+
+    monkeypatch.setattr(DepthEstimator, "from_package", staticmethod(spy))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    bag = synth_bags[("mcap", "raw")]
+    common = {"progress": False, "plots": False, "max_frames": 2}
+    summary = evaluate_bag(bag, tiny_model, **common)
+    assert summary["inference_workers"] == 2
+    assert seen == [{"allow_spinning": False, "num_threads": 2}] * 2
+    seen.clear()
+    evaluate_bag(bag, tiny_model, estimator_options={"allow_spinning": True}, **common)
+    assert seen == [{"allow_spinning": True, "num_threads": 2}] * 2
+    seen.clear()
+    evaluate_bag(bag, tiny_model, backend="onnxruntime", inference_workers=1, **common)
+    assert seen == [{"allow_spinning": False}]
+
+
+def test_evaluation_with_two_workers_equals_one_worker(synth_bags, tiny_model) -> None:
+    bag = synth_bags[("mcap", "raw")]
+    models = [DepthEstimator.from_package(tiny_model, num_threads=1) for _ in range(2)]
+    one = evaluate_bag(bag, estimator=models[0], progress=False, plots=False)
+    two = evaluate_bag(bag, estimator=models, progress=False, plots=False)
+    assert (one["inference_workers"], two["inference_workers"]) == (1, 2)
+    assert one["frames"] == two["frames"] and two["frames"]["ok"] == SYNTH_FRAMES
+    assert two["metrics"] == pytest.approx(one["metrics"], rel=1e-12)
+
+
 def test_score_frame_edge_cases() -> None:
     gt = np.full((4, 6), 10.0, np.float32)
     assert score_frame(None, gt).status == "no_gt"

@@ -129,3 +129,65 @@ def test_error_terms_agree_with_compute_errors() -> None:
         assert got is not None
         for name, value in want.items():
             assert got[name] == pytest.approx(value, rel=1e-12), (lo, name)
+
+
+def _textbook(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """monodepth2's expressions as written (float64, one temporary per term)."""
+    thresh = np.maximum(gt / pred, pred / gt)
+    return {
+        "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
+        "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
+        "rmse": float(np.sqrt(np.mean((gt - pred) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
+        "a1": float(np.mean(thresh < 1.25)),
+        "a2": float(np.mean(thresh < 1.25**2)),
+        "a3": float(np.mean(thresh < 1.25**3)),
+    }
+
+
+@pytest.mark.parametrize("size", [1, 1000, 100_003])  # the last spans several blocks
+def test_compute_errors_matches_the_textbook_expressions(size: int) -> None:
+    rng = np.random.default_rng(size)
+    gt = rng.uniform(0.5, 80.0, size)
+    pred = gt * rng.lognormal(0.0, 0.25, size)
+    # Ratios of exactly 1.25, 1.5625 and their inverses sit on the strict thresholds.
+    edge = min(size, 4)
+    pred[:edge] = (gt[:edge] * np.array([1.25, 0.8, 1.5625, 0.64])[:edge]).round(6)
+    gt[:edge] = pred[:edge] / np.array([1.25, 0.8, 1.5625, 0.64])[:edge]
+    got, want = compute_errors(gt, pred), _textbook(gt, pred)
+    assert set(got) == set(want)
+    for name in ("a1", "a2", "a3"):
+        assert got[name] == want[name], name  # the same threshold decisions, pixel by pixel
+    for name in ("abs_rel", "sq_rel", "rmse", "rmse_log"):
+        assert got[name] == pytest.approx(want[name], rel=1e-12), name
+
+
+def test_compute_errors_takes_float32_and_nested_inputs() -> None:
+    gt32 = np.array([[1.0, 2.0], [4.0, 8.0]], np.float32)
+    pred32 = np.array([[1.5, 2.0], [2.0, 9.0]], np.float32)
+    got = compute_errors(gt32, pred32)
+    want = _textbook(gt32.astype(np.float64).ravel(), pred32.astype(np.float64).ravel())
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+    for bad in ([1.0, np.inf], [1.0, -1.0]):
+        with pytest.raises(InputError, match="finite and positive"):
+            compute_errors([1.0, 2.0], bad)
+
+
+def test_error_sums_fed_in_pieces_equal_one_call() -> None:
+    from cloudypoints_core.evaluation.metrics import ErrorSums
+
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(1.0, 60.0, 70_000)
+    pred = gt * rng.uniform(0.7, 1.4, gt.size)
+    sums = ErrorSums()
+    for lo, hi in ((0, 10), (10, 40_000), (40_000, 70_000)):
+        sums.add(gt[lo:hi], pred[lo:hi])
+    assert sums.count == gt.size
+    whole = compute_errors(gt, pred)
+    for name, value in sums.metrics().items():
+        assert value == pytest.approx(whole[name], rel=1e-12), name
+    with pytest.raises(InputError, match="no valid pixels"):
+        ErrorSums().metrics()
+    with pytest.raises(InputError, match="must match"):
+        ErrorSums().add(gt[:3], pred[:2])
