@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import InputError, IntrinsicsError
+from cloudypoints_core.types import CameraInfoLike
 
 __all__ = [
     "DISTORTION_MODELS",
@@ -118,6 +119,24 @@ class Intrinsics:
         )
 
     # ----------------------------------------------------------------------------- constructors
+    @classmethod
+    def from_camera_info(cls, msg: CameraInfoLike) -> Intrinsics:
+        """Intrinsics of a CameraInfo message (rclpy or rosbags): P for rectified images, else K
+        and D. IntrinsicsError for zero or non-finite focal lengths and a zero image size."""
+        if msg.width == 0 or msg.height == 0:
+            raise IntrinsicsError(
+                f"CameraInfo has image size {msg.width}x{msg.height}; "
+                "a calibrated size is required"
+            )
+        return cls.from_ros(
+            k=np.asarray(msg.k, dtype=np.float64),
+            width=int(msg.width),
+            height=int(msg.height),
+            d=np.asarray(msg.d, dtype=np.float64),
+            distortion_model=str(msg.distortion_model),
+            p=np.asarray(msg.p, dtype=np.float64),
+        )
+
     @classmethod
     def from_ros(
         cls,

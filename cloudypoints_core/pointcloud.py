@@ -149,7 +149,7 @@ class PackedCloud:
         fastest (its setter copies an array.array or bytes in one go but iterates over numpy
         arrays and memoryviews element by element)."""
         out: array.array[int] = array.array("B")
-        out.frombytes(memoryview(self.data[: self.row_step * self.height]))
+        out.frombytes(self.data[: self.row_step * self.height].data)
         return out
 
 

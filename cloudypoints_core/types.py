@@ -1,7 +1,8 @@
 """Protocols for message-like inputs and small value types shared across the core.
 
-The Protocols are read by duck typing, so one function serves rclpy messages (in the node) and
-rosbags messages (in bag tools) without importing either.
+Members are read-only properties (the core never writes a message), so mutable messages and
+frozen value types both fit. The Protocols are read by duck typing, so one function serves rclpy
+messages (in the node) and rosbags messages (in bag tools) without importing either.
 """
 
 from __future__ import annotations
@@ -14,29 +15,43 @@ from typing import Any, Protocol, runtime_checkable
 class ImageLike(Protocol):
     """What sensor_msgs/Image offers: raw pixel rows of ``step`` bytes each."""
 
-    height: int
-    width: int
-    encoding: str
-    is_bigendian: int | bool
-    step: int
-    data: Any  # bytes, bytearray, array.array, memoryview or a uint8 numpy array
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def is_bigendian(self) -> int | bool: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def data(self) -> Any: ...  # bytes, bytearray, array.array, memoryview or a uint8 numpy array
 
 
 @runtime_checkable
 class CompressedImageLike(Protocol):
     """What sensor_msgs/CompressedImage offers: a format string and encoded bytes."""
 
-    format: str
-    data: Any
+    @property
+    def format(self) -> str: ...
+    @property
+    def data(self) -> Any: ...
 
 
 @runtime_checkable
 class CameraInfoLike(Protocol):
     """What sensor_msgs/CameraInfo offers (ROS 2 lower-case field names)."""
 
-    height: int
-    width: int
-    distortion_model: str
-    d: Sequence[float]
-    k: Sequence[float]
-    p: Sequence[float]
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def distortion_model(self) -> str: ...
+    @property
+    def d(self) -> Sequence[float]: ...
+    @property
+    def k(self) -> Sequence[float]: ...
+    @property
+    def p(self) -> Sequence[float]: ...

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from cloudypoints_core.errors import EncodingError, InputError, IntrinsicsError
+from cloudypoints_core.errors import EncodingError, InputError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.image import (
     ENCODINGS,
@@ -70,9 +70,11 @@ def to_byte_array(data: npt.NDArray[Any] | bytes | bytearray | memoryview) -> ar
     if isinstance(data, array.array) and data.typecode == "B":
         return data
     if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        view = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+    else:
+        view = memoryview(data)
     out: array.array[int] = array.array("B")
-    out.frombytes(memoryview(data).cast("B"))
+    out.frombytes(view.cast("B"))
     return out
 
 
@@ -249,22 +251,8 @@ def classify_image_error(msg: Image | RawImage | CompressedImage, exc: Exception
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
-    """Intrinsics of a CameraInfo (P for rectified images, else K and D).
-
-    Raises IntrinsicsError for zero or non-finite focal lengths and for a zero image size.
-    """
-    if msg.width == 0 or msg.height == 0:
-        raise IntrinsicsError(
-            f"CameraInfo has image size {msg.width}x{msg.height}; a calibrated size is required"
-        )
-    return Intrinsics.from_ros(
-        k=np.asarray(msg.k, dtype=np.float64),
-        width=int(msg.width),
-        height=int(msg.height),
-        d=np.asarray(msg.d, dtype=np.float64),
-        distortion_model=str(msg.distortion_model),
-        p=np.asarray(msg.p, dtype=np.float64),
-    )
+    """Intrinsics of a CameraInfo (the core's :meth:`Intrinsics.from_camera_info`)."""
+    return Intrinsics.from_camera_info(msg)
 
 
 # ------------------------------------------------------------------------------ encoding

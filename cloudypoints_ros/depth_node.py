@@ -754,9 +754,8 @@ class DepthNode(Node):
         except CloudyPointsError as exc:
             raise _Rejected("output_error", str(exc)) from exc
         now_ns = self.get_clock().now().nanoseconds
-        latency_s: float | None = (now_ns - item.stamp_ns) / 1e9
-        if not 0.0 <= latency_s <= _PLAUSIBLE_LATENCY_S:
-            latency_s = None
+        latency = (now_ns - item.stamp_ns) / 1e9
+        latency_s = latency if 0.0 <= latency <= _PLAUSIBLE_LATENCY_S else None
         self._stats.frame_out(latency_s, time.monotonic() - item.job.received_s)
 
     # ------------------------------------------------------------------------------ health

@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -639,7 +639,7 @@ def _write_plots(report: EvalReport, out: Path) -> dict[str, str]:
 _END = object()
 
 
-def _prefetch(frames: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def _prefetch(frames: Iterator[Any], depth: int = 2) -> Generator[Any, None, None]:
     """Run ``frames`` in a thread, ``depth`` items ahead: bag reading and image decoding (numpy,
     zlib, libjpeg: they release the GIL) overlap with inference. Exceptions are re-raised here,
     in order; closing this generator stops the thread."""

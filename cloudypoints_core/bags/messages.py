@@ -148,15 +148,8 @@ def camera_info_message(
 
 
 def intrinsics_from_camera_info(msg: Any) -> Intrinsics:
-    """Intrinsics of a CameraInfo message (rosbags or rclpy), P preferred for rectified images."""
-    return Intrinsics.from_ros(
-        k=np.asarray(msg.k, dtype=np.float64),
-        width=int(msg.width),
-        height=int(msg.height),
-        d=np.asarray(msg.d, dtype=np.float64),
-        distortion_model=str(msg.distortion_model),
-        p=np.asarray(msg.p, dtype=np.float64),
-    )
+    """Intrinsics of a CameraInfo message (the core's :meth:`Intrinsics.from_camera_info`)."""
+    return Intrinsics.from_camera_info(msg)
 
 
 def serialize(msg: Any) -> bytes:

@@ -182,7 +182,7 @@ class ErrorTerms:
         return int(self.values.shape[1])
 
     def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
-        return self.values[TERM_NAMES.index(name)]  # type: ignore[no-any-return]
+        return self.values[TERM_NAMES.index(name)]
 
     def reduce(
         self, groups: npt.NDArray[np.integer] | None = None, n_groups: int = 1
@@ -280,7 +280,7 @@ def binned_sums(
     inside = (index >= 0) & (index < n_bins)
     if not inside.all():
         index, w = index[inside], w[inside]
-    sums = np.bincount(index, weights=w, minlength=n_bins)[:n_bins]
+    sums = np.bincount(index, weights=w, minlength=n_bins)[:n_bins].astype(np.float64, copy=False)
     counts = np.bincount(index, minlength=n_bins)[:n_bins].astype(np.int64)
     return sums, counts
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -199,7 +199,7 @@ class DepthEstimator:
     @classmethod
     def from_package(
         cls,
-        path: str | Path | None = None,
+        path: str | os.PathLike[str] | None = None,
         backend: str = "auto",
         device: str = "cpu",
         **options: Any,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class ModelPackage:
         return digest.hexdigest()
 
 
-def load_model_package(path: str | Path | None = None) -> ModelPackage:
+def load_model_package(path: str | os.PathLike[str] | None = None) -> ModelPackage:
     """Load and validate the package at ``path`` (a folder, its spec.yaml, or an .onnx file).
 
     ``None`` means the bundled default. A bare ONNX file is accepted when its metadata carries the
