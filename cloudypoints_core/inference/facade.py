@@ -90,6 +90,10 @@ class DepthResult:
     backend: str
     device: str
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: The same depth before the valid-range mask (out-of-range values kept), on the same grid;
+    #: only with ``predict(..., keep_unmasked=True)``: evaluation clamps it to its protocol's
+    #: range instead of losing the pixels (publishing uses ``depth_m``).
+    depth_unmasked_m: npt.NDArray[np.float32] | None = None
 
 
 # --------------------------------------------------------------------------- postprocessing
@@ -263,11 +267,14 @@ class DepthEstimator:
         output_resolution: str = "input",
         camera_height_m: float | None = None,
         camera_pitch_rad: float | None = None,
+        keep_unmasked: bool = False,
     ) -> DepthResult:
         """Metric depth for an (H, W, 3) uint8 RGB image whose camera is ``intrinsics``.
 
         ``output_resolution``: "input" (H, W) or "model" (the network's size). The camera
         height/pitch matter only for relative models (ground-plane scale recovery).
+        ``keep_unmasked`` also returns the depth before the valid-range mask
+        (``DepthResult.depth_unmasked_m``, one more resize) for evaluation.
         """
         if output_resolution not in OUTPUT_RESOLUTIONS:
             raise InputError(
@@ -284,11 +291,16 @@ class DepthEstimator:
             raw = self.backend.infer(batch)
             t2 = time.perf_counter()
             depth, method, scale = self._to_metric(raw, at_input, height_m, pitch)
+            unmasked = depth.copy() if keep_unmasked else None
             apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
             if output_resolution == "input":
                 depth = resize_depth(
                     depth, intrinsics.width, intrinsics.height, self.interpolation
                 )
+                if unmasked is not None:
+                    unmasked = resize_depth(
+                        unmasked, intrinsics.width, intrinsics.height, self.interpolation
+                    )
                 out_intrinsics = intrinsics
             else:
                 out_intrinsics = at_input
@@ -307,6 +319,7 @@ class DepthEstimator:
             backend=self.backend_name,
             device=self.device,
             timings=timings,
+            depth_unmasked_m=unmasked,
         )
 
     def _to_metric(
