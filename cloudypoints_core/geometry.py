@@ -36,6 +36,7 @@ __all__ = [
     "backproject",
     "crop_image",
     "distort_normalised",
+    "pixel_rays",
     "project",
     "ray_grid",
     "resize_image",
@@ -503,6 +504,26 @@ def ray_grid(intr: Intrinsics) -> npt.NDArray[np.float32]:
     if not isinstance(intr, Intrinsics):
         raise InputError(f"ray_grid needs Intrinsics, got {type(intr).__name__}")
     return _ray_grid_cached(intr)
+
+
+def pixel_rays(intr: Intrinsics, u: npt.ArrayLike, v: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Rays (x/z, y/z, 1), (N, 3), through integer pixels (u, v): rows of :func:`ray_grid`.
+
+    The one ray computation for everything that undistorts (back-projection, the ground-plane
+    fit): the same undistortion, iterations and validity check, NaN rays where the distortion
+    cannot be inverted.
+    """
+    cols = np.asarray(u).reshape(-1)
+    rows = np.asarray(v).reshape(-1)
+    if cols.shape != rows.shape:
+        raise InputError(f"u and v must have one length, got {cols.size} and {rows.size}")
+    if not (np.issubdtype(cols.dtype, np.integer) and np.issubdtype(rows.dtype, np.integer)):
+        raise InputError(f"u and v must be integer pixel indices, got {cols.dtype}/{rows.dtype}")
+    if cols.size and (
+        cols.min() < 0 or rows.min() < 0 or cols.max() >= intr.width or rows.max() >= intr.height
+    ):
+        raise InputError(f"pixels outside the {intr.width}x{intr.height} image")
+    return ray_grid(intr)[rows, cols]
 
 
 # ------------------------------------------------------------------------------ back-projection

@@ -18,6 +18,7 @@ from cloudypoints_core.geometry import (
     backproject,
     crop_image,
     distort_normalised,
+    pixel_rays,
     project,
     ray_grid,
     resize_image,
@@ -637,3 +638,13 @@ def test_camera_info_with_impossible_binning_or_roi_is_refused(
 ) -> None:
     with pytest.raises(IntrinsicsError, match=message):
         Intrinsics.from_camera_info(_camera_info(binning, roi))  # type: ignore[arg-type]
+
+
+def test_pixel_rays_are_rows_of_the_ray_grid() -> None:
+    intr = make_intr(PLUMB_BOB)
+    u, v = np.array([0, 5, 159]), np.array([0, 7, 119])
+    np.testing.assert_array_equal(pixel_rays(intr, u, v), ray_grid(intr)[v, u])
+    with pytest.raises(InputError, match="integer"):
+        pixel_rays(intr, u.astype(float), v)
+    with pytest.raises(InputError, match="outside"):
+        pixel_rays(intr, np.array([160]), np.array([0]))
