@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "card",
     "train",
     "export",
+    "doctor",
 )
 
 log = logging.getLogger("cloudypoints")
