@@ -22,6 +22,7 @@ from inference_fixtures import (
     MULTI_HEAD_OUTPUTS,
     make_multi_head_package,
     make_tiny_package,
+    tiny_factory,
     tiny_network,
     tiny_spec,
 )
@@ -364,6 +365,26 @@ def test_t5_gpu_discovery_names_its_source_and_honours_cuda_visible_devices(
     assert discover_gpus({"CUDA_VISIBLE_DEVICES": "-1"}).count == 0
 
 
+def test_t5_cpu_only_torch_on_a_gpu_machine_is_skipped_by_auto(
+    tiny_package: ModelPackage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from cloudypoints_core.inference.backends import EnvironmentProbe
+    from cloudypoints_core.inference.backends.torch_backend import TorchBackend
+
+    assert torch.version.cuda is None
+    # A GPU counted without torch (NVML, cuda-bindings); this torch cannot use it.
+    monkeypatch.setattr(EnvironmentProbe, "cuda_device_count", lambda self: 1)
+    with pytest.raises(BackendError, match="CPU-only build"):
+        TorchBackend(tiny_package, "cuda:0")
+    only_torch = Probe(count=1)
+    only_torch.has_module = lambda name: name == "torch"  # type: ignore[method-assign]
+    options = {"model_factory": tiny_factory}
+    backend = create_backend("auto", tiny_package, "cuda", options, probe=only_torch)  # type: ignore[arg-type]
+    assert (backend.name, backend.device) == ("torch", "cpu")
+
+
 def test_t5_tensorrt_backend_needs_no_torch(
     gpu: Gpu, tiny_package: ModelPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -555,3 +576,21 @@ def test_cuda_runtime_api_without_a_driver_raises_backend_errors(cudart: Any) ->
         api.malloc(1024)
     found = discover_gpus({})
     assert any(note.startswith("cuda-bindings") for note in found.notes)
+    # Every call the backend makes reaches the driver with the argument types it passes (a
+    # TypeError here would surface only on the first GPU machine).
+    host = np.zeros((1, 3, 2, 2), np.float32)
+    ptr, stream = 0x7F00_0000_0000, 0x5000
+    calls = {
+        "cudaSetDevice": lambda: api.set_device(0),
+        "cudaGetDevice": api.current_device,
+        "cudaGetDeviceProperties": lambda: api.device_info(0),
+        "cudaFree": lambda: api.free(ptr),
+        "cudaStreamCreate": api.stream_create,
+        "cudaStreamDestroy": lambda: api.stream_destroy(stream),
+        "cudaStreamSynchronize": lambda: api.stream_synchronize(stream),
+        r"cudaMemcpyAsync \(host to device\)": lambda: api.copy_to_device(ptr, host, stream),
+        r"cudaMemcpyAsync \(device to host\)": lambda: api.copy_to_host(host, ptr, stream),
+    }
+    for name, call in calls.items():
+        with pytest.raises(BackendError, match=f"CUDA {name} failed: .*driver"):
+            call()
