@@ -1,27 +1,35 @@
 """The one inference path (node, evaluation, CLI): RGB + intrinsics in, metric depth out.
 
-``DepthEstimator.predict`` runs preprocess (:mod:`.preprocess`) -> backend -> postprocess:
+``DepthEstimator.predict`` runs preprocess (:mod:`.preprocess`: the image fitted to the network
+input by the spec's resize policy) -> backend -> postprocess:
 
+0. The network output is cut to the window that shows the image (un-padding; a cropped fit
+   has nothing to cut), with the intrinsics of that window.
 1. ``raw * output_scale + output_shift`` gives the spec's ``output_kind``.
 2. Metric scale:
-   - ``metric_depth``: the canonical-camera rule, depth *= fx_at_model_input / train_fx_px (a
-     camera with twice the focal length sees everything twice as large, so at the same image
-     size it is twice as far). ``scale_method="canonical_focal"``.
+   - ``metric_depth``: the canonical-camera rule, depth *= focal_at_network_input / reference
+     (the spec's ``focal_rule``: fx, or the mean of fx and fy, measured after fitting;
+     reference ``reference_focal_px`` or ``train_fx_px``): a camera with twice the focal
+     length sees everything twice as large, so at the same image size it is twice as far.
+     ``scale_method="canonical_focal"``; a model with ``focal_rule: none`` is metric for any
+     camera (``"metric"``, scale 1).
    - ``relative_inverse_depth`` and ``disparity`` (treated alike: inverse depth up to scale):
      depth = 1 / x, then the scale comes from the ground plane and a known camera height
      (:mod:`.scale`, ``"ground_plane"``); when no height is given or the fit fails, from the
      ``fixed_scale`` option (``"fixed_scale"``); else depth stays unscaled (``"none"``, scale 1).
 3. Depth outside [min_depth_m, max_depth_m] (and non-finite or non-positive) becomes NaN: never
    clamped, so an invalid region never turns into a wall of points at the range limit.
-4. Resize to the requested resolution. ``interpolation="linear"`` (default) interpolates
-   *inverse* depth bilinearly: for a planar surface 1/z is affine in (u, v), so planes stay
-   exactly planar (linear interpolation of z would bend them). NaN never leaks into valid
-   values: an output pixel is valid only when every source pixel it draws from is valid (NaN
-   regions grow by under one model pixel). ``"nearest"`` copies the nearest model pixel (no new
-   depth values at all, so no flying pixels across object edges, at the cost of blockiness).
+4. Resize to the requested resolution (parts of the image a cropping fit left out are NaN).
+   ``interpolation="linear"`` (default) interpolates *inverse* depth bilinearly: for a planar
+   surface 1/z is affine in (u, v), so planes stay exactly planar (linear interpolation of z
+   would bend them). NaN never leaks into valid values: an output pixel is valid only when
+   every source pixel it draws from is valid (NaN regions grow by under one model pixel).
+   ``"nearest"`` copies the nearest model pixel (no new depth values at all, so no flying
+   pixels across object edges, at the cost of blockiness).
 
 The returned intrinsics describe ``depth_m``'s grid exactly: the caller's intrinsics for
-``output_resolution="input"``, :meth:`Intrinsics.resized` to the model size for ``"model"``.
+``output_resolution="input"``; for ``"model"`` those of the network-input window that shows the
+image (the whole input for stretch and cropping fits, the un-padded part for letterboxing).
 """
 
 from __future__ import annotations
@@ -39,11 +47,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, InputError, ModelError
+from cloudypoints_core.errors import ConfigError, InputError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.inference.backends import Backend, backend_option_names, create_backend
 from cloudypoints_core.inference.package import ModelPackage, load_model_package
-from cloudypoints_core.inference.preprocess import Preprocessor
+from cloudypoints_core.inference.preprocess import InputFit, Preprocessor
 from cloudypoints_core.inference.scale import GroundPlaneConfig, ground_plane_scale
 from cloudypoints_core.inference.spec import ModelSpec
 
@@ -60,7 +68,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCALE_METHODS = ("canonical_focal", "ground_plane", "fixed_scale", "none")
+SCALE_METHODS = ("canonical_focal", "metric", "ground_plane", "fixed_scale", "none")
 OUTPUT_RESOLUTIONS = ("input", "model")
 INTERPOLATIONS = ("linear", "nearest")
 #: Options ``from_package`` keeps for the facade; the rest go to the backend.
@@ -283,9 +291,16 @@ class DepthEstimator:
             t1 = time.perf_counter()
             raw = self.backend.infer(batch)
             t2 = time.perf_counter()
+            fit = self._preprocess.fit_for(intrinsics.width, intrinsics.height)
+            if fit.pads:  # un-pad: keep the window that shows the image
+                x0, y0, w, h = fit.window
+                raw = raw[y0 : y0 + h, x0 : x0 + w]
+                at_input = at_input.cropped(x0, y0, w, h)
             depth, method, scale = self._to_metric(raw, at_input, height_m, pitch)
             apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
             if output_resolution == "input":
+                if fit.crops:  # what the network did not see is unknown: NaN
+                    depth = _uncrop(depth, fit)
                 depth = resize_depth(
                     depth, intrinsics.width, intrinsics.height, self.interpolation
                 )
@@ -319,14 +334,23 @@ class DepthEstimator:
         """(depth in metres before range checks (a new array), scale_method, scale)."""
         spec = self.spec
         if spec.output_kind == "metric_depth":
-            if spec.train_fx_px is None:  # ModelSpec.validate rejects this for metric depth
-                raise ModelError(f"metric_depth model {spec.name!r} has no train_fx_px")
-            factor = at_input.fx_px / float(spec.train_fx_px)
+            reference = spec.reference_focal
+            if reference is None:
+                factor, method = 1.0, "metric"
+            else:
+                # Focal lengths at the network input, after fitting: cropping and padding keep
+                # them, resizing scales them, so the canonical camera is compared like for like.
+                focal = (
+                    at_input.fx_px
+                    if spec.focal_rule == "fx"
+                    else 0.5 * (at_input.fx_px + at_input.fy_px)
+                )
+                factor, method = focal / reference, "canonical_focal"
             # One fused pass: (raw * s + t) * factor.
             depth = raw * np.float32(spec.output_scale * factor)
             if spec.output_shift:
                 depth += np.float32(spec.output_shift * factor)
-            return depth.astype(np.float32, copy=False), "canonical_focal", factor
+            return depth.astype(np.float32, copy=False), method, factor
         inverse = raw * np.float32(spec.output_scale)
         if spec.output_shift:
             inverse += np.float32(spec.output_shift)
@@ -358,6 +382,15 @@ class DepthEstimator:
             )
         self._fallbacks += 1
         return depth, method, scale
+
+
+def _uncrop(depth: npt.NDArray[np.float32], fit: InputFit) -> npt.NDArray[np.float32]:
+    """``depth`` of the network input placed in the resized image's grid, NaN outside."""
+    rw, rh = fit.resized_size
+    x0, y0, w, h = fit.source_window
+    canvas = np.full((rh, rw), np.nan, dtype=np.float32)
+    canvas[y0 : y0 + h, x0 : x0 + w] = depth
+    return canvas
 
 
 class _NullBackend:
