@@ -398,8 +398,12 @@ class _NullBackend:
 
     name = "none"
     device = "cpu"
+    output_names: tuple[str, ...] = ()
 
     def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         raise NotImplementedError
 
     def close(self) -> None:
