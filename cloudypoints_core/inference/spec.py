@@ -16,7 +16,7 @@ from typing import Any
 from cloudypoints_core.errors import ModelError
 
 ONNX_METADATA_KEY = "cloudypoints_spec"
-OUTPUT_KINDS = ("metric_depth", "relative_inverse_depth", "disparity")
+OUTPUT_KINDS = ("metric_depth", "relative_inverse_depth", "affine_inverse_depth", "disparity")
 CHANNEL_ORDERS = ("rgb", "bgr")
 RESIZE_POLICIES = ("resize",)
 SPEC_VERSION = 1
