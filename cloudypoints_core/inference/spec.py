@@ -24,7 +24,7 @@ from typing import Any
 from cloudypoints_core.errors import ModelError
 
 ONNX_METADATA_KEY = "cloudypoints_spec"
-OUTPUT_KINDS = ("metric_depth", "relative_inverse_depth", "disparity", "affine_inverse_depth")
+OUTPUT_KINDS = ("metric_depth", "relative_inverse_depth", "affine_inverse_depth", "disparity")
 CHANNEL_ORDERS = ("rgb", "bgr")
 #: How the camera image is fitted to the network input. ``resize`` is the v1 name of ``stretch``.
 RESIZE_POLICIES = ("stretch", "keep_aspect_pad", "keep_aspect_crop", "lower_bound", "resize")
