@@ -1,12 +1,18 @@
 """The one inference path (node, evaluation, CLI): RGB + intrinsics in, metric depth out.
 
-``DepthEstimator.predict`` runs preprocess (:mod:`.preprocess`) -> backend -> postprocess:
+``DepthEstimator.predict`` runs preprocess (:mod:`.preprocess`: the image fitted to the network
+input by the spec's resize policy) -> backend -> postprocess:
 
+0. The network output is cut to the window that shows the image (un-padding; a cropped fit
+   has nothing to cut), with the intrinsics of that window.
 1. ``raw * output_scale + output_shift`` gives the spec's ``output_kind``.
 2. Metric scale:
-   - ``metric_depth``: the canonical-camera rule, depth *= fx_at_model_input / train_fx_px (a
-     camera with twice the focal length sees everything twice as large, so at the same image
-     size it is twice as far). ``scale_method="canonical_focal"``.
+   - ``metric_depth``: the canonical-camera rule, depth *= focal_at_network_input / reference
+     (the spec's ``focal_rule``: fx, or the mean of fx and fy, measured after fitting;
+     reference ``reference_focal_px`` or ``train_fx_px``): a camera with twice the focal
+     length sees everything twice as large, so at the same image size it is twice as far.
+     ``scale_method="canonical_focal"``; a model with ``focal_rule: none`` is metric for any
+     camera (``"metric"``, scale 1).
    - ``relative_inverse_depth``, ``disparity`` (inverse depth up to a scale) and
      ``affine_inverse_depth`` (up to a scale and a shift): depth = scale / (x + shift)
      (:mod:`.scale`; shift 0 for the first two). Where scale and shift come from is the
@@ -25,15 +31,17 @@
      ``predict`` raises ConfigError naming the parameter to set.
 3. Depth outside [min_depth_m, max_depth_m] (and non-finite or non-positive) becomes NaN: never
    clamped, so an invalid region never turns into a wall of points at the range limit.
-4. Resize to the requested resolution. ``interpolation="linear"`` (default) interpolates
-   *inverse* depth bilinearly: for a planar surface 1/z is affine in (u, v), so planes stay
-   exactly planar (linear interpolation of z would bend them). NaN never leaks into valid
-   values: an output pixel is valid only when every source pixel it draws from is valid (NaN
-   regions grow by under one model pixel). ``"nearest"`` copies the nearest model pixel (no new
-   depth values at all, so no flying pixels across object edges, at the cost of blockiness).
+4. Resize to the requested resolution (parts of the image a cropping fit left out are NaN).
+   ``interpolation="linear"`` (default) interpolates *inverse* depth bilinearly: for a planar
+   surface 1/z is affine in (u, v), so planes stay exactly planar (linear interpolation of z
+   would bend them). NaN never leaks into valid values: an output pixel is valid only when
+   every source pixel it draws from is valid (NaN regions grow by under one model pixel).
+   ``"nearest"`` copies the nearest model pixel (no new depth values at all, so no flying
+   pixels across object edges, at the cost of blockiness).
 
 The returned intrinsics describe ``depth_m``'s grid exactly: the caller's intrinsics for
-``output_resolution="input"``, :meth:`Intrinsics.resized` to the model size for ``"model"``.
+``output_resolution="input"``; for ``"model"`` those of the network-input window that shows the
+image (the whole input for stretch and cropping fits, the un-padded part for letterboxing).
 """
 
 from __future__ import annotations
@@ -51,11 +59,11 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, InputError, ModelError, ScaleError
+from cloudypoints_core.errors import ConfigError, InputError, ScaleError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.inference.backends import Backend, backend_option_names, create_backend
 from cloudypoints_core.inference.package import ModelPackage, load_model_package
-from cloudypoints_core.inference.preprocess import Preprocessor
+from cloudypoints_core.inference.preprocess import InputFit, Preprocessor
 from cloudypoints_core.inference.scale import (
     AffineFitConfig,
     GroundPlaneConfig,
@@ -82,7 +90,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What ``DepthResult.scale_method`` reports.
-SCALE_METHODS = ("canonical_focal", "ground_plane", "ground_plane_held", "fixed_scale", "none")
+SCALE_METHODS = (
+    "canonical_focal",
+    "metric",
+    "ground_plane",
+    "ground_plane_held",
+    "fixed_scale",
+    "none",
+)
 #: Values of the ``scale_method`` option (where relative models get metres from).
 SCALE_METHOD_OPTIONS = ("auto", "ground_plane", "fixed", "none")
 OUTPUT_RESOLUTIONS = ("input", "model")
@@ -352,9 +367,16 @@ class DepthEstimator:
             t1 = time.perf_counter()
             raw = self.backend.infer(batch)
             t2 = time.perf_counter()
+            placement = self._preprocess.fit_for(intrinsics.width, intrinsics.height)
+            if placement.pads:  # un-pad: keep the window that shows the image
+                x0, y0, w, h = placement.window
+                raw = raw[y0 : y0 + h, x0 : x0 + w]
+                at_input = at_input.cropped(x0, y0, w, h)
             depth, method, scale, shift, fit = self._to_metric(raw, at_input, height_m, pitch)
             apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
             if output_resolution == "input":
+                if placement.crops:  # what the network did not see is unknown: NaN
+                    depth = _uncrop(depth, placement)
                 depth = resize_depth(
                     depth, intrinsics.width, intrinsics.height, self.interpolation
                 )
@@ -391,14 +413,23 @@ class DepthEstimator:
         this frame's ground fit or None)."""
         spec = self.spec
         if spec.output_kind == "metric_depth":
-            if spec.train_fx_px is None:  # ModelSpec.validate rejects this for metric depth
-                raise ModelError(f"metric_depth model {spec.name!r} has no train_fx_px")
-            factor = at_input.fx_px / float(spec.train_fx_px)
+            reference = spec.reference_focal
+            if reference is None:
+                factor, method = 1.0, "metric"
+            else:
+                # Focal lengths at the network input, after fitting: cropping and padding keep
+                # them, resizing scales them, so the canonical camera is compared like for like.
+                focal = (
+                    at_input.fx_px
+                    if spec.focal_rule == "fx"
+                    else 0.5 * (at_input.fx_px + at_input.fy_px)
+                )
+                factor, method = focal / reference, "canonical_focal"
             # One fused pass: (raw * s + t) * factor.
             depth = raw * np.float32(spec.output_scale * factor)
             if spec.output_shift:
                 depth += np.float32(spec.output_shift * factor)
-            return depth.astype(np.float32, copy=False), "canonical_focal", factor, 0.0, None
+            return depth.astype(np.float32, copy=False), method, factor, 0.0, None
         x = raw * np.float32(spec.output_scale)
         if spec.output_shift:
             x += np.float32(spec.output_shift)
@@ -480,13 +511,26 @@ class DepthEstimator:
         return affine_to_depth(x, scale, shift), "fixed_scale", scale, shift, None
 
 
+def _uncrop(depth: npt.NDArray[np.float32], fit: InputFit) -> npt.NDArray[np.float32]:
+    """``depth`` of the network input placed in the resized image's grid, NaN outside."""
+    rw, rh = fit.resized_size
+    x0, y0, w, h = fit.source_window
+    canvas = np.full((rh, rw), np.nan, dtype=np.float32)
+    canvas[y0 : y0 + h, x0 : x0 + w] = depth
+    return canvas
+
+
 class _NullBackend:
     """Stand-in used to validate facade options before a real backend is loaded."""
 
     name = "none"
     device = "cpu"
+    output_names: tuple[str, ...] = ()
 
     def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
         raise NotImplementedError
 
     def close(self) -> None:
