@@ -509,6 +509,25 @@ class DepthNode(Node):
             f"({'reliable' if reliable else 'best effort'}) and {self._info_sub.topic_name}; "
             f"depth on {self._pub_depth.topic_name}, cloud on {self._pub_points.topic_name}"
         )
+        if self._output_kind != "metric_depth":
+            if self._ground_frame:
+                source = f"the road, camera mounting from TF {self._ground_frame} -> image frame"
+            elif startup["scale.camera_height_m"] > 0:
+                source = (
+                    f"the road, camera {startup['scale.camera_height_m']:.3f} m high, pitch "
+                    f"{startup['scale.camera_pitch_rad']:.4f} rad"
+                )
+            else:
+                source = "no ground fit"
+            if startup["scale.fixed"] > 0:
+                source += (
+                    f"; fixed scale {startup['scale.fixed']:g}, shift "
+                    f"{startup['scale.fixed_shift']:g}"
+                )
+            self.get_logger().info(
+                f"{self._output_kind} model: metres from scale.method "
+                f"{self._scale_method!r} ({source})"
+            )
 
     def _check_scale_source(self, startup: dict[str, Any], estimator: Any | None) -> str:
         """The model's output kind; ConfigError (naming the parameter to set) when a relative

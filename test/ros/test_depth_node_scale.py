@@ -1,12 +1,17 @@
-"""The depth node with a relative (affine inverse depth) model over real DDS: metric depth from
-the camera height in the parameters, scale and shift in /diagnostics, refusal without a source.
+"""The depth node with an imported relative (affine inverse depth) model over real DDS: metric
+depth from the camera height in the parameters, scale and shift in /diagnostics, refusal
+without a scale source.
 
-The model is the oracle network of the core tests (test/core/inference/oracle_net.py): it reads
-SynthCity's exact depth encoded in the image and answers ``A / z + B``, so the truth is known.
+The model is the oracle network of the core tests (test/core/inference/oracle_net.py), exported
+to a bare ONNX file and imported with the ``midas-v21-small`` preset as a user would import
+MiDaS: it reads SynthCity's exact depth encoded in the image and answers ``A / z + B``, so the
+truth is known.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO
 from harness import camera_info, raw_image
 
-sys.path.insert(0, str(REPO / "test" / "core" / "inference"))
-from oracle_net import encode_depth, make_oracle_package  # noqa: E402
+# The oracle lives with the core tests (pure torch/onnx); not through conftest, whose module name
+# is shared by every test folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "inference"))
+from oracle_net import encode_depth, export_oracle_onnx  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -29,7 +35,11 @@ A, B = 2.0, 0.5  # B is about 25 % of the output range (A / 0.5 m = 4)
 
 @pytest.fixture(scope="module")
 def oracle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_oracle_package(tmp_path_factory.mktemp("oracle"), W, H, a=A, b=B)
+    from cloudypoints_core.inference.presets import import_model
+
+    root = tmp_path_factory.mktemp("oracle")
+    weights = export_oracle_onnx(root / "downloaded" / "oracle.onnx", W, H, a=A, b=B)
+    return import_model("midas-v21-small", weights, root / "package")
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +131,16 @@ def test_relative_model_without_a_scale_source_is_refused(
 
 
 def test_refusal_exits_with_the_bad_model_code(oracle_dir: Path, ros_domain: int) -> None:
-    from test_depth_node import _run_node
-
-    run = _run_node(["-p", f"model_path:={oracle_dir}"])
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run(
+        [sys.executable, "-m", "cloudypoints_ros.depth_node", "--ros-args"]
+        + ["-p", f"model_path:={oracle_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=60.0,
+        env=env,
+        cwd=repo,
+    )
     assert run.returncode == 1
     assert "cannot start" in run.stderr and "scale.camera_height_m" in run.stderr
