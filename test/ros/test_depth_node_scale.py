@@ -144,3 +144,19 @@ def test_refusal_exits_with_the_bad_model_code(oracle_dir: Path, ros_domain: int
     )
     assert run.returncode == 1
     assert "cannot start" in run.stderr and "scale.camera_height_m" in run.stderr
+
+
+def test_ground_frame_needs_tf2_ros(ros_env: Any, oracle_dir: Path) -> None:
+    """Where tf2_ros is missing (pip-only ROS, as here) scale.ground_frame is refused with the
+    way out; with tf2_ros the node starts and reads the mounting from TF (not exercised here)."""
+    import importlib.util
+
+    from cloudypoints_core.errors import ConfigError
+
+    overrides = {"scale.ground_frame": "base_footprint"}
+    if importlib.util.find_spec("tf2_ros") is None:
+        with pytest.raises(ConfigError, match="needs tf2_ros.*scale.camera_height_m"):
+            ros_env.start_depth_node("/cp_scale_tf", oracle_dir, overrides)
+    else:
+        node, _ = ros_env.start_depth_node("/cp_scale_tf", oracle_dir, overrides)
+        assert node.get_parameter("scale.ground_frame").value == "base_footprint"
