@@ -103,6 +103,10 @@ def test_launch_arguments_map_to_parameters_and_remappings(
         "namespace",
         "params_file",
         "reliable_input",
+        "camera_height_m",
+        "camera_pitch_rad",
+        "scale_method",
+        "ground_frame",
         "use_rviz",
     }
     assert declared["params_file"] == "/opt/share/cloudypoints_ros/config/depth.yaml"
@@ -140,6 +144,19 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     assert node.kwargs["parameters"][1] == {"reliable_input": True}
     with pytest.raises(ValueError, match="reliable_input"):
         _evaluate(module, reliable_input="yes")
+
+    _, (_, node) = _evaluate(
+        module, camera_height_m="1.22", camera_pitch_rad="0.038", scale_method="ground_plane"
+    )
+    assert node.kwargs["parameters"][1] == {
+        "scale.camera_height_m": 1.22,
+        "scale.camera_pitch_rad": 0.038,
+        "scale.method": "ground_plane",
+    }
+    _, (_, node) = _evaluate(module, ground_frame="base_footprint")
+    assert node.kwargs["parameters"][1] == {"scale.ground_frame": "base_footprint"}
+    with pytest.raises(ValueError, match="camera_height_m"):
+        _evaluate(module, camera_height_m="tall")
 
 
 def test_rviz_config_shows_images_and_the_rgb_cloud_in_the_demo_frame() -> None:
