@@ -88,7 +88,10 @@ def create_model(name: str, **config: Any) -> torch.nn.Module:
 def count_flops(
     model: torch.nn.Module, input_height: int, input_width: int, batch: int = 1
 ) -> dict[str, float]:
-    """Multiply-accumulates of Conv2d and Linear layers for one forward pass, and parameters.
+    """Multiply-accumulates of Conv2d, ConvTranspose2d and Linear layers, and parameters.
+
+    A network with other multiply-heavy products (attention's token-by-token matrices) adds
+    them through a ``count_extra_macs(height, width, batch) -> int`` method.
 
     Returns ``{"gmacs", "gflops", "params_m"}`` where ``gflops`` equals ``gmacs`` (one MAC
     counted as one FLOP, the convention of MobileNet, FastDepth and most depth papers;
@@ -109,12 +112,21 @@ def count_flops(
         nonlocal macs
         macs += int(out.numel()) * int(module.in_features)
 
+    def deconv_hook(module: torch.nn.ConvTranspose2d, inp: Any, _out: torch.Tensor) -> None:
+        # Every input pixel scatters in_channels x kernel taps into out_channels / groups.
+        nonlocal macs
+        kh, kw = module.kernel_size
+        per_input = (module.out_channels // module.groups) * kh * kw
+        macs += int(inp[0].numel()) * per_input
+
     handles = []
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, torch.nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, torch.nn.ConvTranspose2d):
+            handles.append(module.register_forward_hook(deconv_hook))
     was_training = model.training
     model.eval()
     try:
@@ -124,6 +136,10 @@ def count_flops(
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    # Networks with products of two activations (attention) count those themselves.
+    extra = getattr(model, "count_extra_macs", None)
+    if callable(extra):
+        macs += int(extra(input_height, input_width, batch))
     params = sum(p.numel() for p in model.parameters())
     return {"gmacs": macs / 1e9, "gflops": macs / 1e9, "params_m": params / 1e6}
 
@@ -137,4 +153,9 @@ register_model(
     "resnet_unet",
     "cloudypoints_core.models.networks:ResUNet",
     "ResNet-18-style encoder + 3x3 U-Net decoder; 6.6 GFLOPs at 512x256",
+)
+register_model(
+    "depth_anything_v2",
+    "cloudypoints_core.models.depth_anything_v2:DepthAnythingV2",
+    "Depth Anything V2 (DINOv2 ViT-S/B/L + DPT head; relative or metric); official checkpoints",
 )
