@@ -1,8 +1,9 @@
 """Depth networks by name: ``create_model(name, **config)``, ``list_models()`` and a FLOP counter.
 
-Every registered network maps (B, 3, H, W) normalised RGB (H, W multiples of 32) to (B, 1, H, W)
-metric depth in metres through a bounded head, and uses only ops that ONNX opset 17 and TensorRT
-10 handle well. Registered networks (cost tables in :mod:`cloudypoints_core.models.networks`):
+Every registered network maps (B, 3, H, W) normalised RGB (H, W multiples of its registered
+``input_multiple``: 32 for the U-Nets, 14 for ViTs) to (B, 1, H, W) depth and uses only ops that
+ONNX opset 17 and TensorRT 10 handle well. Registered networks (cost tables in
+:mod:`cloudypoints_core.models.networks`):
 
 - ``mobile_unet``: MobileNetV2 encoder + FastDepth-style separable decoder, the fewest FLOPs
   (0.80 GFLOPs at 512x256; 0.14 GFLOPs at 384x192 with ``width_mult=0.5``).
@@ -10,6 +11,10 @@ metric depth in metres through a bounded head, and uses only ops that ONNX opset
   GFLOPs at 512x256) is the larger, more accurate network for a GPU or a Jetson with TensorRT,
   and a slim configuration (0.53 GFLOPs at 384x192) is the shipped default model: dense
   convolutions train faster per step on a CPU than depthwise ones.
+
+- ``depth_anything_v2``: Depth Anything V2 (:mod:`cloudypoints_core.models.depth_anything_v2`),
+  a DINOv2 ViT-S/B/L encoder and a DPT head, relative inverse depth or metric depth
+  (``sigmoid * max_depth``); loads the official checkpoints. Small: 24.8 M parameters.
 
 torch is imported lazily (on the first ``create_model`` or ``count_flops``), so importing this
 package is cheap.
@@ -43,6 +48,8 @@ class ModelInfo:
     name: str
     target: str  # "module:Class"
     description: str
+    #: Input height and width must be multiples of this (32: five stride-2 stages; 14: ViT patch).
+    input_multiple: int = 32
 
     def load_class(self) -> Callable[..., Any]:
         import importlib
@@ -54,13 +61,15 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, target: str, description: str) -> None:
+def register_model(name: str, target: str, description: str, input_multiple: int = 32) -> None:
     """Register the class at ``target`` ("module:Class") under ``name`` (replacing any entry)."""
     if not name or ":" not in target:
         raise ConfigError(
             f"register_model needs a name and a 'module:Class' target, got {target!r}"
         )
-    _REGISTRY[name] = ModelInfo(name, target, description)
+    if input_multiple < 1:
+        raise ConfigError(f"input_multiple must be >= 1, got {input_multiple}")
+    _REGISTRY[name] = ModelInfo(name, target, description, int(input_multiple))
 
 
 def list_models() -> list[str]:
@@ -158,4 +167,5 @@ register_model(
     "depth_anything_v2",
     "cloudypoints_core.models.depth_anything_v2:DepthAnythingV2",
     "Depth Anything V2 (DINOv2 ViT-S/B/L + DPT head; relative or metric); official checkpoints",
+    input_multiple=14,
 )

@@ -19,8 +19,8 @@ onnx = pytest.importorskip("onnx")
 
 from cloudypoints_core.errors import ConfigError, InputError, ModelError  # noqa: E402
 from cloudypoints_core.models import count_flops, create_model  # noqa: E402
-from cloudypoints_core.models.depth_anything_v2 import (  # noqa: E402
-    DepthAnythingV2,
+from cloudypoints_core.models.depth_anything_v2 import DepthAnythingV2  # noqa: E402
+from cloudypoints_core.models.weights import (  # noqa: E402
     deterministic_state_dict,
     deterministic_tensor,
     load_checkpoint_state,
