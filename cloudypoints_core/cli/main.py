@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "card",
     "train",
     "export",
+    "import_model",
 )
 
 log = logging.getLogger("cloudypoints")

@@ -1,9 +1,11 @@
 """Inference backends behind one Protocol, a name-to-class registry and an ``auto`` selection.
 
 Every backend takes a normalised NCHW float32 batch of shape (1, 3, input_height, input_width)
-and returns the raw network output as an (input_height, input_width) float32 array; the facade
-does everything before and after. Backend modules import their heavy library (onnxruntime, torch,
-tensorrt) only when the backend is created, so importing this package is cheap.
+and returns the raw primary network output (the spec's ``output_name``) as an (input_height,
+input_width) float32 array from ``infer``, or every output of a multi-head network by its ONNX
+name from ``infer_all``; the facade does everything before and after. Backend modules import
+their heavy library (onnxruntime, torch, tensorrt) only when the backend is created, so importing
+this package is cheap.
 
 ``auto`` picks, for the requested device:
 - ``cuda``: TensorRT when ``tensorrt`` is importable and a CUDA GPU is present, else ONNX Runtime
@@ -62,10 +64,19 @@ class Backend(Protocol):
     #: The device it runs on, normalised ("cpu", "cuda:0").
     device: str
 
-    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Raw output (H, W) float32 for a C-contiguous (1, 3, H, W) float32 batch.
+    #: Every output of the network, by its ONNX output name; the spec's primary output is one.
+    output_names: tuple[str, ...]
 
-        The returned array may be a buffer the backend reuses on the next call: copy it to keep it.
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Primary output (H, W) float32 for a C-contiguous (1, 3, H, W) float32 batch."""
+        ...
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        """Every output, keyed by :attr:`output_names`, for a (1, 3, H, W) float32 batch.
+
+        Arrays keep the shape the network gives them (e.g. (1, 1, H, W)) and its dtype (floating
+        outputs of a backend running in FP16 come back as float32). They are fresh arrays the
+        caller owns: the next call never overwrites them.
         """
         ...
 

@@ -162,6 +162,7 @@ class OnnxRuntimeBackend:
         self._shape = (1, 3, spec.input_height, spec.input_width)
         self._input_name = spec.input_name
         self._output_name = spec.output_name
+        self.output_names = tuple(str(o.name) for o in self._session.get_outputs())
         rank = {o.name: len(o.shape) for o in self._session.get_outputs()}[self._output_name]
         out_shape = (1,) * (rank - 2) + (spec.input_height, spec.input_width)
         self._output = np.empty(out_shape, dtype=np.float32)
@@ -195,7 +196,19 @@ class OnnxRuntimeBackend:
                 out = self._output
             else:
                 out = self._binding.copy_outputs_to_cpu()[0]
-        out = np.asarray(out)
+        return self._primary(np.asarray(out))
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        validate_batch(batch, self._shape)
+        # session.run allocates every output afresh, so the caller owns what it gets; the
+        # io_binding buffer (primary output only) is not involved.
+        outs = self._session.run(None, {self._input_name: batch})
+        result = {name: np.asarray(out) for name, out in zip(self.output_names, outs, strict=True)}
+        self._primary(result[self._output_name])
+        return result
+
+    def _primary(self, out: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """The primary output as (H, W) float32; ModelError when its size is not H x W."""
         if out.shape[-2:] != self._shape[2:] or out.size != self._shape[2] * self._shape[3]:
             raise ModelError(
                 f"the ONNX network returned shape {out.shape}, expected "
