@@ -42,9 +42,9 @@ from cloudypoints_core.errors import ConfigError, ModelError
 from cloudypoints_core.evaluation.metrics import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
-    compute_errors,
     mean_errors,
 )
+from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image
 from cloudypoints_core.inference.spec import ModelSpec
 from cloudypoints_core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from cloudypoints_core.training.config import TrainingConfig
@@ -341,6 +341,7 @@ def evaluate(
 
     from cloudypoints_core.training.losses import depth_loss
 
+    protocol = EvalProtocol(name=desc, min_depth_m=eval_min_m, max_depth_m=eval_max_m)
     model.eval()
     rows: list[dict[str, float]] = []
     losses: list[float] = []
@@ -357,12 +358,11 @@ def evaluate(
             metric = (pred * scale).cpu().numpy()
             gt = batch["depth_m"].numpy()
             for k in range(gt.shape[0]):
-                g = gt[k, 0]
-                valid = np.isfinite(g) & (g > eval_min_m) & (g < eval_max_m)
-                if not valid.any():
-                    continue
-                p = np.clip(metric[k, 0][valid], eval_min_m, eval_max_m)
-                rows.append(compute_errors(g[valid], p))
+                # The evaluation's one scoring function: every valid ground-truth pixel, the
+                # prediction clamped (a NaN from the network scored at the far edge).
+                ev = evaluate_image(protocol, gt[k, 0], metric[k, 0], detailed=False)
+                if ev.metrics is not None:
+                    rows.append(ev.metrics)
     out = mean_errors(rows) if rows else {m: float("nan") for m in METRIC_NAMES}
     if losses:
         out["loss"] = float(np.mean(losses))
