@@ -33,6 +33,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import rclpy
@@ -265,41 +266,52 @@ T = TypeVar("T")
 
 
 class _InOrder(Generic[T]):
-    """Finished frames from several workers to the publish thread, in order of arrival.
+    """Finished frames from the inference workers to the publish thread: in order of arrival,
+    newest wins.
 
     A worker calls ``start(seq)`` when it takes a frame and ``finish(seq, item)`` when done
     (``item`` None if the frame was rejected). ``get`` returns the oldest finished item once no
-    older frame is still being worked on, so a fast worker never overtakes a slow one. Workers
-    call ``wait_for_room`` before taking a new frame: while ``capacity`` finished items wait,
-    they pause (bounded memory when publishing is the slower stage). ``finish`` itself never
-    waits, so a worker holding the oldest frame can always hand it over.
+    older frame is still being worked on, so a fast worker never overtakes a slow one. A frame
+    that finishes when no older one is still running supersedes the finished frames still
+    waiting (``finish`` returns how many it dropped): when publishing is the slower stage, the
+    frame it takes next is the newest, never a backlog. Finished frames wait together only
+    while an older frame is still being inferred (at most one per worker), and none is lost to
+    a worker that merely finished first. Workers call ``wait_for_room`` before taking a new
+    frame and pause while a finished item waits (inferring frames that would only supersede
+    each other takes the cores the publish stage needs). ``finish`` itself never waits, so a
+    worker holding the oldest frame can always hand it over.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._done: list[tuple[int, T]] = []  # a heap by seq
         self._running: set[int] = set()
-        self._capacity = max(1, capacity)
         self._closed = False
 
     def wait_for_room(self, timeout: float | None = None) -> bool:
-        """Wait until fewer than ``capacity`` items are waiting; False on timeout or close."""
+        """Wait until no finished item waits; False on timeout or close."""
         with self._cond:
-            room = self._cond.wait_for(
-                lambda: self._closed or len(self._done) < self._capacity, timeout
-            )
+            room = self._cond.wait_for(lambda: self._closed or not self._done, timeout)
             return bool(room) and not self._closed
 
     def start(self, seq: int) -> None:
         with self._cond:
             self._running.add(seq)
 
-    def finish(self, seq: int, item: T | None) -> None:
+    def finish(self, seq: int, item: T | None) -> int:
+        """Hand over the result of frame ``seq``; returns the number of waiting finished frames
+        it superseded (dropped)."""
+        dropped = 0
         with self._cond:
-            if item is not None and not self._closed:
-                heapq.heappush(self._done, (seq, item))
             self._running.discard(seq)
+            if item is not None and not self._closed:
+                if not self._running or seq < min(self._running):
+                    dropped = sum(1 for s, _ in self._done if s < seq)
+                    self._done = [(s, i) for s, i in self._done if s > seq]
+                    heapq.heapify(self._done)
+                heapq.heappush(self._done, (seq, item))
             self._cond.notify_all()
+        return dropped
 
     def _ready(self) -> bool:
         return bool(self._done) and (not self._running or self._done[0][0] < min(self._running))
@@ -332,6 +344,24 @@ class _Inferred:
     result: Any  # DepthResult
     opts: FrameOptions
     stamp_ns: int
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container given 2 CPUs on a 64-core host). Two inference workers on one usable core
+    would only compete for it: each frame would take twice as long, with no gain in frames/s.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 quota
+        pass
+    return max(1, cores)
 
 
 class _Rejected(Exception):
@@ -389,9 +419,12 @@ class DepthNode(Node):
         self._owns_estimator = estimator is None
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
         self._estimator = self._estimators[0]
-        self._done: _InOrder[_Inferred] = _InOrder(len(self._estimators))
+        self._done: _InOrder[_Inferred] = _InOrder()
         self._arrivals = itertools.count()
         self._last_published = -1
+        # The data of the last message of each output, reused for the next (publish thread
+        # only; see conversions.MessageBuffer).
+        self._buffers = {name: conv.MessageBuffer() for name in ("depth", "cloud", "colormap")}
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
@@ -448,7 +481,7 @@ class DepthNode(Node):
         """One model per inference worker (see the module docstring and ``inference_workers``)."""
         import importlib.util
 
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         workers = int(startup["inference_workers"])
         auto = workers == 0
         if auto:
@@ -591,7 +624,9 @@ class DepthNode(Node):
                 if item is not None:
                     self._stats.stage("infer", time.perf_counter() - t0)
             finally:
-                self._done.finish(job.seq, item)  # also for a rejected frame: never blocks later
+                # Also for a rejected frame, so that it never holds back later ones.
+                for _ in range(self._done.finish(job.seq, item)):
+                    self._stats.frames_dropped()  # superseded by a newer finished frame
 
     def _publish_loop(self) -> None:
         while not self._closing:
@@ -718,45 +753,75 @@ class DepthNode(Node):
         return _Inferred(job, msg.header, rgb, intr, result, opts, stamp_ns)
 
     def _publish(self, item: _Inferred) -> None:
+        """Publish one frame's outputs. Each step is timed into the stats ("publish.<step>",
+        in /diagnostics) so that the cost of the stage can be read off a running node."""
         header = item.header
         opts = item.opts
         depth, d_intr = item.result.depth_m, item.result.intrinsics
+        clock = time.perf_counter
         try:
-            self._pub_depth.publish(conv.depth_image_msg(depth, conv.copy_header(header)))
+            t0 = clock()
+            msg = conv.depth_image_msg(depth, conv.copy_header(header), self._buffers["depth"])
+            t1 = clock()
+            self._pub_depth.publish(msg)
             self._pub_info.publish(conv.camera_info_msg(d_intr, conv.copy_header(header)))
+            t2 = clock()
+            self._stats.stage("publish.depth_msg", t1 - t0)
+            self._stats.stage("publish.depth_send", t2 - t1)
             # Clouds and colour maps cost milliseconds per frame: built only for a listener.
             if self._pub_points.get_subscription_count() > 0:
-                colour = None
-                if opts.color:
-                    colour = item.rgb
-                    if depth.shape != colour.shape[:2]:
-                        colour, _ = resize_image(
-                            item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
-                        )
-                packed = backproject_packed(
-                    depth,
-                    d_intr,
-                    colour,
-                    stride=opts.stride,
-                    min_range_m=opts.min_range_m,
-                    max_range_m=opts.max_range_m,
-                    organised=opts.organized,
-                )
-                self._pub_points.publish(conv.cloud_msg(packed, conv.copy_header(header)))
+                self._publish_cloud(item)
             if opts.publish_colormap and self._pub_colormap.get_subscription_count() > 0:
+                t0 = clock()
                 spec = getattr(self._estimator, "spec", None)
                 lo = float(getattr(spec, "min_depth_m", 0.0))
                 hi = min(float(getattr(spec, "max_depth_m", 80.0)), opts.max_range_m)
                 colours = colorize_depth(depth, lo, hi if hi > lo else lo + 1.0)
                 self._pub_colormap.publish(
-                    conv.image_msg(colours, "rgb8", conv.copy_header(header))
+                    conv.image_msg(
+                        colours, "rgb8", conv.copy_header(header), self._buffers["colormap"]
+                    )
                 )
+                self._stats.stage("publish.colormap", clock() - t0)
         except CloudyPointsError as exc:
             raise _Rejected("output_error", str(exc)) from exc
         now_ns = self.get_clock().now().nanoseconds
         latency = (now_ns - item.stamp_ns) / 1e9
         latency_s = latency if 0.0 <= latency <= _PLAUSIBLE_LATENCY_S else None
         self._stats.frame_out(latency_s, time.monotonic() - item.job.received_s)
+
+    def _publish_cloud(self, item: _Inferred) -> None:
+        """Back-project straight into the buffer the PointCloud2 hands to rclpy, then send it."""
+        opts, depth, d_intr = item.opts, item.result.depth_m, item.result.intrinsics
+        clock = time.perf_counter
+        t0 = clock()
+        colour = None
+        if opts.color:
+            colour = item.rgb
+            if depth.shape != colour.shape[:2]:
+                colour, _ = resize_image(
+                    item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
+                )
+        buffer = self._buffers["cloud"]
+        packed = backproject_packed(
+            depth,
+            d_intr,
+            colour,
+            stride=opts.stride,
+            min_range_m=opts.min_range_m,
+            max_range_m=opts.max_range_m,
+            organised=opts.organized,
+            out=buffer.allocate,
+        )
+        t1 = clock()
+        msg = conv.cloud_msg(packed, conv.copy_header(item.header), buffer)
+        del packed  # the buffer's view: released before the next frame resizes it
+        t2 = clock()
+        self._pub_points.publish(msg)  # rclpy serialises here; the buffer is free afterwards
+        t3 = clock()
+        self._stats.stage("publish.cloud_build", t1 - t0)
+        self._stats.stage("publish.cloud_msg", t2 - t1)
+        self._stats.stage("publish.cloud_send", t3 - t2)
 
     # ------------------------------------------------------------------------------ health
     def _report(self) -> None:
