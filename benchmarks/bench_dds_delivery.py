@@ -81,11 +81,14 @@ class DiagnosticsReader:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
 
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = Node("bench_diag_reader", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
         self.values: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
 
@@ -95,13 +98,12 @@ class DiagnosticsReader:
                 self.values = {kv.key: kv.value for kv in status.values}
 
     def spin_for(self, seconds: float) -> None:
-        import rclpy
-
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.1)
+            self.executor.spin_once(timeout_sec=0.1)
 
     def close(self) -> None:
+        self.executor.shutdown()
         self.node.destroy_node()
         self.context.try_shutdown()
 
@@ -175,7 +177,7 @@ def main() -> int:
         help="FASTDDS_DEFAULT_PROFILES_FILE of the node ('none': Fast DDS's defaults)",
     )
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = [(int(s.split("x")[0]), int(s.split("x")[1])) for s in args.sizes.split(",")]
     node_dds = "Fast DDS defaults" if args.node_profile == "none" else Path(args.node_profile).name
     print(
         f"depth node: config/depth.yaml, {node_dds}; camera: rgb8, {args.frames} frames at "

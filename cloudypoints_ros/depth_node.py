@@ -49,6 +49,7 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 
 from cloudypoints_core.errors import CloudyPointsError, ConfigError
 from cloudypoints_core.geometry import Intrinsics, resize_image
@@ -69,6 +70,12 @@ INPUT_TRANSPORTS = ("raw", "compressed")
 _PLAUSIBLE_LATENCY_S = 3600.0
 #: Seconds between two reports of the same problem in the log.
 _LOG_THROTTLE_S = 5.0
+#: The image topic has publishers but no image arrived for this long: say why that may be.
+NO_IMAGES_WARN_S = 3.0
+#: Seconds between two log lines about images that do not arrive (also in /diagnostics).
+_INPUT_LOG_THROTTLE_S = 30.0
+#: Where the launch file's default Fast DDS profile lives in the package (and in the source tree).
+DDS_PROFILE_HINT = "share/cloudypoints_ros/config/fastdds_shm_large.xml"
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "reliable_input",
         False,
         "Subscribe with reliable QoS instead of the sensor-data profile (best effort, keep last)",
+        startup_only=True,
+    ),
+    ParamSpec(
+        "match_input_reliability",
+        True,
+        "With reliable_input false: subscribe to images reliably while every publisher of the "
+        "image topic is reliable (re-checked each second), else best effort; large images from "
+        "a reliable camera are then resent instead of lost",
         startup_only=True,
     ),
     ParamSpec(
@@ -414,6 +429,10 @@ class DepthNode(Node):
         self._stamps_match = True
         self._closing = False
         self._idle_logged = False
+        self._input_reliable = bool(startup["reliable_input"])  # of the image subscription
+        self._last_image_s = self._started_s
+        self._input_problem: tuple[str, str] | None = None  # (reason, explanation)
+        self._input_throttle = ReasonThrottle(_INPUT_LOG_THROTTLE_S)
 
         # An injected estimator stays its owner's to close.
         self._owns_estimator = estimator is None
@@ -435,17 +454,11 @@ class DepthNode(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
 
         reliable = bool(startup["reliable_input"])
-        if startup["input_transport"] == "compressed":
-            self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
-            )
-        else:
-            # Raw: the callback gets the serialized bytes and only frames the worker takes are
-            # read (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy
-            # every image three times, also those dropped because a newer one arrived.
-            self._image_sub = self.create_subscription(
-                Image, "image", self._on_image, input_qos(reliable), raw=True
-            )
+        self._compressed = startup["input_transport"] == "compressed"
+        self._image_sub = self._subscribe_images(reliable)
+        self._match_reliability = bool(startup["match_input_reliability"]) and not reliable
+        if self._match_reliability:
+            self._qos_timer = self.create_timer(1.0, self._match_input_reliability)
         self._info_sub = self.create_subscription(
             CameraInfo,
             "camera_info",
@@ -475,6 +488,54 @@ class DepthNode(Node):
             f"subscribed to {self._image_sub.topic_name} "
             f"({'reliable' if reliable else 'best effort'}) and {self._info_sub.topic_name}; "
             f"depth on {self._pub_depth.topic_name}, cloud on {self._pub_points.topic_name}"
+        )
+
+    def _subscribe_images(self, reliable: bool) -> Any:
+        self._input_reliable = reliable
+        if self._compressed:
+            return self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
+            )
+        # Raw: the callback gets the serialized bytes and only frames the worker takes are read
+        # (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy every
+        # image three times, also those dropped because a newer one arrived.
+        return self.create_subscription(
+            Image, "image", self._on_image, input_qos(reliable), raw=True
+        )
+
+    def _match_input_reliability(self) -> None:
+        """Subscribe reliable while every publisher of the image topic is reliable, else best
+        effort (``match_input_reliability``).
+
+        A best-effort subscription matches every publisher, but then a reliable publisher does
+        not resend what is lost, and an image of a megabyte or more is lost whole when one of
+        its fragments is: from a camera driver on Fast DDS's defaults (64 KiB fragments, a
+        512 KiB shared-memory segment) a best-effort node received 0-22 of 30 640x480 rgb8
+        images, a reliable one all of them (benchmarks/bench_dds_delivery.py). A reliable
+        subscription would never match a best-effort publisher, hence the check, repeated as
+        publishers come and go. The image queue stays keep-last 1: newest wins either way.
+        """
+        wanted = "sensor_msgs/msg/" + ("CompressedImage" if self._compressed else "Image")
+        publishers = [
+            p
+            for p in self.get_publishers_info_by_topic(self._image_sub.topic_name)
+            if p.topic_type == wanted
+        ]
+        if not publishers:
+            return  # keep the current subscription until a camera shows up
+        reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
+        if reliable == self._input_reliable:
+            return
+        old = self._image_sub
+        self._image_sub = self._subscribe_images(reliable)
+        self.destroy_subscription(old)
+        self.get_logger().info(
+            f"image publishers on {self._image_sub.topic_name} are "
+            + (
+                "all reliable: subscribing reliable (no image lost to a dropped fragment)"
+                if reliable
+                else "not all reliable: subscribing best effort (matches every publisher)"
+            )
         )
 
     def _load_estimators(self, startup: dict[str, Any]) -> list[Any]:
@@ -549,6 +610,7 @@ class DepthNode(Node):
 
     # ------------------------------------------------------------------------------ callbacks
     def _on_image(self, msg: bytes | CompressedImage) -> None:
+        self._last_image_s = time.monotonic()
         self._stats.frame_in()
         if self._mailbox.put(_Job(msg, time.monotonic(), next(self._arrivals))) is not None:
             self._stats.frames_dropped()
@@ -824,7 +886,67 @@ class DepthNode(Node):
         self._stats.stage("publish.cloud_send", t3 - t2)
 
     # ------------------------------------------------------------------------------ health
+    def _diagnose_input(self) -> tuple[str, str] | None:
+        """(reason, explanation with the fix) when the image topic has publishers but no image
+        arrived for NO_IMAGES_WARN_S; None otherwise. DDS drops these cases silently: a
+        best-effort publisher never matches a reliable subscription, and a best-effort image of
+        a megabyte or more is lost whole when one of its 64 KiB fragments is."""
+        silent_s = time.monotonic() - self._last_image_s
+        if silent_s < NO_IMAGES_WARN_S:
+            return None
+        topic = self._image_sub.topic_name
+        publishers = self.get_publishers_info_by_topic(topic)
+        if not publishers:
+            return None
+        wanted = "sensor_msgs/msg/" + self._image_sub.msg_type.__name__
+        typed = [p for p in publishers if p.topic_type == wanted]
+        head = (
+            f"{len(publishers)} publisher(s) on {topic} but no image arrived for "
+            f"{silent_s:.0f} s: "
+        )
+        if not typed:
+            types = sorted({p.topic_type for p in publishers})
+            return "input_type_mismatch", head + (
+                f"they publish {', '.join(types)}, the node expects {wanted}; set "
+                "input_transport (raw: Image on 'image', compressed: CompressedImage on "
+                "'image/compressed') or remap 'image' to the camera's image topic"
+            )
+        best_effort = [
+            p for p in typed if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        ]
+        if self._input_reliable and len(best_effort) == len(typed):
+            return "input_qos_incompatible", head + (
+                "they publish best effort and the node subscribes reliable (reliable_input: "
+                "true), which DDS never matches; set reliable_input:=false"
+            )
+        hint = (
+            f"give the camera driver's process FASTDDS_DEFAULT_PROFILES_FILE=<install>/"
+            f"{DDS_PROFILE_HINT} (the node gets it from the launch file's dds_profile)"
+        )
+        if not self._input_reliable:
+            return "input_lost_best_effort", head + (
+                "large images sent best effort are lost whole when one fragment is (Fast DDS's "
+                f"defaults cut them into 64 KiB pieces); {hint}"
+                + (
+                    ", or set reliable_input:=true since the camera publishes reliably"
+                    if len(best_effort) < len(typed)
+                    else ""
+                )
+            )
+        return "input_not_arriving", head + (
+            f"the camera may have stopped sending (check ros2 topic hz {topic}); with large "
+            f"images, {hint}"
+        )
+
+    def _check_input(self) -> None:
+        self._input_problem = problem = self._diagnose_input()
+        if problem is not None:
+            due, _ = self._input_throttle.should_log(problem[0])
+            if due:
+                self.get_logger().warning(problem[1])
+
     def _report(self) -> None:
+        self._check_input()
         snap = self._stats.snapshot()
         if snap.period_frames_in > 0 or snap.period_errors > 0:
             self._idle_logged = False
@@ -841,7 +963,11 @@ class DepthNode(Node):
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: depth estimation"
         status.hardware_id = f"{self._backend_name()}/{self._device()}"
-        if snap.frames_in == 0:
+        problem = self._input_problem
+        if problem is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = problem[1]
+        elif snap.frames_in == 0:
             status.level = DiagnosticStatus.OK
             status.message = f"waiting for images on {self._image_sub.topic_name}"
         elif snap.period_errors > 0:
@@ -863,6 +989,7 @@ class DepthNode(Node):
             ("errors", snap.errors_total),
             ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
             ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
+            ("input_problem", problem[0] if problem is not None else "none"),
         ]
         timings = [("latency", snap.latency_ms), ("processing", snap.processing_ms)]
         timings += [(f"stage_{k}", v) for k, v in sorted(snap.stages_ms.items())]
