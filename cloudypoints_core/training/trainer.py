@@ -279,6 +279,8 @@ def evaluate(
 
     Predictions (canonical camera) become metric with fx_at_input / train_fx_px; ground truth
     outside (eval_min_m, eval_max_m) is ignored and predictions are clamped to that range.
+    Batches that carry ``aux_depth_m`` (a second depth source) are also scored against it, as
+    ``aux_<metric>`` keys.
     """
     from tqdm import tqdm
 
@@ -286,6 +288,8 @@ def evaluate(
 
     model.eval()
     rows: list[dict[str, float]] = []
+    aux_rows: list[dict[str, float]] = []
+    has_aux = False
     losses: list[float] = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, mininterval=2.0, disable=None):
@@ -298,18 +302,64 @@ def evaluate(
                 losses.append(float(loss))
             scale = (batch["fx_px"].to(device).float() / train_fx_px).view(-1, 1, 1, 1)
             metric = (pred * scale).cpu().numpy()
-            gt = batch["depth_m"].numpy()
-            for k in range(gt.shape[0]):
-                g = gt[k, 0]
-                valid = np.isfinite(g) & (g > eval_min_m) & (g < eval_max_m)
-                if not valid.any():
-                    continue
-                p = np.clip(metric[k, 0][valid], eval_min_m, eval_max_m)
-                rows.append(compute_errors(g[valid], p))
-    out = mean_errors(rows) if rows else {m: float("nan") for m in METRIC_NAMES}
+            rows += _score_batch(batch["depth_m"].numpy(), metric, eval_min_m, eval_max_m)
+            if "aux_depth_m" in batch:
+                has_aux = True
+                aux_rows += _score_batch(
+                    batch["aux_depth_m"].numpy(), metric, eval_min_m, eval_max_m
+                )
+    nan = {m: float("nan") for m in METRIC_NAMES}
+    out = mean_errors(rows) if rows else dict(nan)
+    if has_aux:
+        out.update(
+            {f"aux_{k}": v for k, v in (mean_errors(aux_rows) if aux_rows else nan).items()}
+        )
     if losses:
         out["loss"] = float(np.mean(losses))
     return out
+
+
+def _score_batch(
+    gt: npt.NDArray[np.float32], metric: npt.NDArray[np.float32], min_m: float, max_m: float
+) -> list[dict[str, float]]:
+    """Per-image metrics of (B, 1, H, W) predictions against ground truth (images without any
+    valid ground truth are skipped)."""
+    rows = []
+    for k in range(gt.shape[0]):
+        g = gt[k, 0]
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(g) & (g > min_m) & (g < max_m)
+        if not valid.any():
+            continue
+        p = np.clip(metric[k, 0][valid], min_m, max_m)
+        rows.append(compute_errors(g[valid], p))
+    return rows
+
+
+def _supervised_loss(
+    pred: Any,
+    batch: Mapping[str, Any],
+    target: Any,
+    mask: Any,
+    device: Any,
+    config: TrainingConfig,
+    loss_kwargs: _LossOptions,
+) -> tuple[Any, dict[str, float]]:
+    """The loss on ``depth_m`` and, where the batch has one, on the second source ``aux_depth_m``,
+    each with its weight from ``config.optim``; returns (loss, {term: value})."""
+    from cloudypoints_core.training.losses import depth_loss
+
+    loss, terms = depth_loss(pred, target, mask, **loss_kwargs)
+    if "aux_target" not in batch:
+        return loss, terms
+    aux_loss, aux_terms = depth_loss(
+        pred,
+        batch["aux_target"].to(device, non_blocking=True),
+        batch["aux_mask"].to(device, non_blocking=True),
+        **loss_kwargs,
+    )
+    total = config.optim.depth_weight * loss + config.optim.aux_weight * aux_loss
+    return total, {**terms, **{f"aux_{k}": v for k, v in aux_terms.items()}}
 
 
 # -------------------------------------------------------------------------------------- train
@@ -421,7 +471,6 @@ def train(
         cache_root,
         create_dataset,
     )
-    from cloudypoints_core.training.losses import depth_loss
     from cloudypoints_core.training.model_card import library_versions
     from cloudypoints_core.training.tracking import create_tracker
 
@@ -666,7 +715,9 @@ def train(
                 mask = batch_data["mask"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     pred = model(image)
-                loss, terms = depth_loss(pred.float(), target, mask, **loss_kwargs)
+                loss, terms = _supervised_loss(
+                    pred.float(), batch_data, target, mask, device, config, loss_kwargs
+                )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.optim.grad_clip_norm:
@@ -731,10 +782,16 @@ def train(
                     desc="validating",
                 )
                 row.update({f"val_{k}": v for k, v in val.items()})
+                if config.train.best_metric not in val:
+                    raise ConfigError(
+                        f"train.best_metric {config.train.best_metric!r} is not among the "
+                        f"validation metrics {sorted(val)} (aux_* needs a data set with a second "
+                        "depth source)"
+                    )
                 metric = val[config.train.best_metric]
                 better = best_value is None or (
                     metric < best_value
-                    if config.train.best_metric in LOWER_IS_BETTER
+                    if config.train.best_metric.removeprefix("aux_") in LOWER_IS_BETTER
                     else metric > best_value
                 )
                 if better and math.isfinite(metric):
