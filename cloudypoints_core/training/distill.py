@@ -244,6 +244,10 @@ class _Source:
     def frame_count(self) -> int | None:
         return None
 
+    def topics(self) -> dict[str, str | None]:
+        """Where the frames came from (image, camera info and depth topics of a bag)."""
+        return {}
+
 
 class _BagSource(_Source):
     kind = "bag"
@@ -293,6 +297,16 @@ class _BagSource(_Source):
             )
         self.streams = reader.streams
 
+    def topics(self) -> dict[str, str | None]:
+        streams = self.streams
+        if streams is None:
+            return {}
+        return {
+            "image": streams.image,
+            "camera_info": streams.camera_info,
+            "depth": streams.depth_gt,
+        }
+
 
 class _FolderSource(_Source):
     kind = "images"
@@ -322,6 +336,9 @@ class _FolderSource(_Source):
 
     def frame_count(self) -> int | None:
         return len(self.files)
+
+    def topics(self) -> dict[str, str | None]:
+        return {"camera_file": self.camera_file.name}
 
     def frames(self) -> Iterator[SourceFrame]:
         cv2 = require("cv2", "reading image folders")
@@ -572,16 +589,17 @@ def label_sources(
         )
         if listing.exists():
             try:
-                rows = json.loads(listing.read_text(encoding="utf-8"))
+                done = json.loads(listing.read_text(encoding="utf-8"))
                 labels = [
                     FrameLabel(source.name, r["index"], r["stamp_ns"], folder / r["file"], r["d"])
-                    for r in rows
+                    for r in done["frames"]
                 ]
+                topics = dict(done["topics"])
             except (OSError, ValueError, KeyError, TypeError):
                 labels = []
             if labels and all(lab.path.exists() for lab in labels):
                 stats.cached_frames += len(labels)
-                stats.sources.append(_source_row(source, labels, 0, len(labels)))
+                stats.sources.append(_source_row(source, labels, 0, len(labels), topics))
                 out.append(labels)
                 continue
         labels = []
@@ -653,10 +671,13 @@ def label_sources(
             }
             for lab in labels
         ]
-        atomic_write_text(listing, json.dumps(rows) + "\n", fsync=False)
+        topics = source.topics()
+        atomic_write_text(
+            listing, json.dumps({"topics": topics, "frames": rows}) + "\n", fsync=False
+        )
         stats.teacher_calls += calls
         stats.cached_frames += cached
-        stats.sources.append(_source_row(source, labels, calls, cached))
+        stats.sources.append(_source_row(source, labels, calls, cached, topics))
         out.append(labels)
     if stats.unscaled_frames == stats.teacher_calls and stats.teacher_calls:
         raise DatasetError(
@@ -667,12 +688,17 @@ def label_sources(
 
 
 def _source_row(
-    source: _Source, labels: list[FrameLabel], calls: int, cached: int
+    source: _Source,
+    labels: list[FrameLabel],
+    calls: int,
+    cached: int,
+    topics: Mapping[str, str | None],
 ) -> dict[str, Any]:
     stamps = [lab.stamp_ns for lab in labels]
     return {
         "source": source.name,
         "kind": source.kind,
+        "topics": dict(topics),
         "key": source.key,
         "frames": len(labels),
         "with_depth_topic": sum(lab.has_depth for lab in labels),
@@ -882,16 +908,20 @@ def _card_section(report: Mapping[str, Any]) -> str:
         f"- Supervision: teacher weight {cfg['teacher_weight']:g}, depth topic weight "
         f"{cfg['depth_topic_weight']:g}; pixels the teacher marks invalid (NaN) are not "
         "trained on",
-        f"- Labels: {report['labels']['frames']} frames at {report['label_size'][0]}x"
-        f"{report['label_size'][1]}, teacher run {report['labels']['teacher_calls']} times in "
-        f"this run ({report['labels']['cached_frames']} taken from the cache)",
+        f"- Labels: {report['labels']['frames']} frames; the teacher runs on each frame at the "
+        "recording's resolution, its depth (inverse depth resized bilinearly) and the depth "
+        f"topic (nearest point per pixel) are stored at {report['label_size'][0]}x"
+        f"{report['label_size'][1]}, where all scores below are computed; teacher run "
+        f"{report['labels']['teacher_calls']} times in this run "
+        f"({report['labels']['cached_frames']} frames taken from the cache)",
         "",
-        "| source | frames | with depth topic | duration (s) |",
-        "|---|---:|---:|---:|",
+        "| source | topics | frames | with depth topic | duration (s) |",
+        "|---|---|---:|---:|---:|",
     ]
     for row in report["labels"]["sources"]:
+        topics = ", ".join(f"{k} `{v}`" for k, v in row["topics"].items() if v) or "-"
         lines.append(
-            f"| `{row['source']}` | {row['frames']} | {row['with_depth_topic']} | "
+            f"| `{row['source']}` | {topics} | {row['frames']} | {row['with_depth_topic']} | "
             f"{row['duration_s']:.1f} |"
         )
     split = report["split"]

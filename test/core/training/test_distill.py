@@ -350,3 +350,35 @@ def test_image_folder_with_a_ros_camera_file(tmp_path: Path) -> None:
     (folder / "camera.yaml").unlink()
     with pytest.raises(DatasetError, match="no camera file"):
         label_sources(config, (64, 32), tmp_path / "labels2")
+
+
+def test_cli_distill_one_command(tmp_path: Path, synth_bags: list[str]) -> None:
+    from cloudypoints_core.cli.main import main
+
+    out = tmp_path / "run"
+    code = main(
+        [
+            "distill",
+            "--bag",
+            synth_bags[0],
+            "--out",
+            str(out),
+            "--depth-topic",
+            "/camera/depth_gt",
+            *STUDENT,
+            f"distill.label_cache={tmp_path / 'labels'}",
+            "train.epochs=1",
+            "train.max_steps=2",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "distill_report.json").read_text())
+    assert report["labels"]["teacher_calls"] == FRAMES
+    assert report["labels"]["sources"][0]["topics"] == {
+        "image": "/camera/image",
+        "camera_info": "/camera/camera_info",
+        "depth": "/camera/depth_gt",
+    }
+    assert (out / "package" / "model.onnx").is_file()
+    # A bad value is a one-line error and exit code 2, not a traceback.
+    assert main(["distill", "--bag", synth_bags[0], "--out", str(out), "distill.gap_s=-1"]) == 2
