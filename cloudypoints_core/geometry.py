@@ -310,6 +310,22 @@ class Intrinsics:
             height=int(height),
         )
 
+    def padded(self, left: int, top: int, width: int, height: int) -> Intrinsics:
+        """Intrinsics of this image placed at (``left``, ``top``) on a ``width`` x ``height``
+        canvas (letterboxing): a crop with a negative offset, cx -> cx + left, cy -> cy + top."""
+        if left < 0 or top < 0 or left + self.width > width or top + self.height > height:
+            raise IntrinsicsError(
+                f"cannot place the {self.width}x{self.height} image at ({left}, {top}) on a "
+                f"{width}x{height} canvas"
+            )
+        return replace(
+            self,
+            cx_px=self.cx_px + left,
+            cy_px=self.cy_px + top,
+            width=int(width),
+            height=int(height),
+        )
+
     def flipped_horizontally(self) -> Intrinsics:
         """Intrinsics of the mirror image (u -> W - 1 - u): cx -> W - 1 - cx.
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import DatasetError, InputError
+from cloudypoints_core.errors import DatasetError, InputError, ScaleError
 from cloudypoints_core.evaluation import plots
 from cloudypoints_core.evaluation.metrics import METRIC_NAMES, mean_errors
 from cloudypoints_core.evaluation.protocols import (
@@ -325,11 +325,18 @@ def run_evaluation(
         key = sample_key(sample, f"{source.name}_{index:05d}")
         gt = np.asarray(sample["depth_m"], dtype=np.float32)
         t0 = time.perf_counter()
-        pred, view, result = _predict_full(estimator, protocol, sample, model_size)
+        try:
+            pred, view, result = _predict_full(estimator, protocol, sample, model_size)
+            method = str(getattr(result, "scale_method", "unknown"))
+        except ScaleError as exc:
+            # A relative model whose ground fit failed on this image has no metres: nothing of
+            # it is scored (coverage 0, stated), never unscaled depth taken as metres.
+            pred = np.full(gt.shape, np.nan, dtype=np.float32)
+            view, method = "full", "no_metric_scale"
+            notes.append(f"{key}: no metric scale ({exc})")
         timings.append((time.perf_counter() - t0) * 1e3)
         views.add(view)
         windows.add(protocol.crop_window(*gt.shape))
-        method = str(getattr(result, "scale_method", "unknown"))
         scale_methods[method] = scale_methods.get(method, 0) + 1
         ev = evaluate_image(protocol, gt, pred, edges, detailed=True)
         row: dict[str, Any] = {

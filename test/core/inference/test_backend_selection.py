@@ -281,8 +281,13 @@ def test_registered_custom_backend_is_created_by_name(
             self.value = value
             self.shape = (package.spec.input_height, package.spec.input_width)
 
+        output_names = ("depth",)
+
         def infer(self, batch: np.ndarray) -> np.ndarray:
             return np.full(self.shape, self.value, dtype=np.float32)
+
+        def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            return {"depth": self.infer(batch)[None, None]}
 
         def close(self) -> None:
             pass

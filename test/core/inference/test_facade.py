@@ -260,10 +260,17 @@ def test_failed_ground_fit_falls_back_and_says_why(caplog: pytest.LogCaptureFixt
     assert "ground-plane" not in caplog.text
 
 
-def test_relative_model_with_nothing_is_unscaled() -> None:
+def test_relative_model_with_no_scale_source_is_refused() -> None:
     k, _, raw = _relative_setup(unknown=1.0)
-    result = DepthEstimator(_relative_spec(), FixedOutput(raw)).predict(_image(k), k)
-    assert (result.scale_method, result.scale) == ("none", 1.0)
+    with pytest.raises(ConfigError, match="camera_height_m.*fixed_scale"):
+        DepthEstimator(_relative_spec(), FixedOutput(raw)).predict(_image(k), k)
+
+
+def test_unscaled_relative_depth_only_on_request() -> None:
+    k, _, raw = _relative_setup(unknown=1.0)
+    est = DepthEstimator(_relative_spec(), FixedOutput(raw), scale_method="none")
+    result = est.predict(_image(k), k, camera_height_m=1.3)
+    assert (result.scale_method, result.scale, result.shift) == ("none", 1.0, 0.0)
 
 
 # -------------------------------------------------------------------- result and options
