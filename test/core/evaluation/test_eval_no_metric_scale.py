@@ -1,5 +1,6 @@
 """Evaluation of a relative model whose ground fit fails on an image: that image has no metres,
-so nothing of it is scored (stated in the notes); the run goes on."""
+so no depth of it is taken as metres: its pixels are missing predictions, scored at the far edge
+like any NaN (coverage 0, stated in the notes); the run goes on."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def test_an_image_without_metric_scale_is_not_scored(tmp_path: Path) -> None:
         progress=False,
         model={"name": "relative"},
     )
-    assert results["metrics"]["abs_rel"] == pytest.approx(0.2)
+    # f0 and f2: 12 m for 10 m (AbsRel 0.2); f1 without metres: 80 m for 10 m (AbsRel 7).
+    assert results["metrics"]["abs_rel"] == pytest.approx((0.2 + 7.0 + 0.2) / 3)
+    assert results["n_images"] == 3
+    assert results["coverage_mean"] == pytest.approx(2 / 3)
     assert results["scale_methods"] == {"ground_plane": 2, "no_metric_scale": 1}
     assert any("f1: no metric scale" in n and "a wall" in n for n in results["notes"])
