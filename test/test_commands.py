@@ -146,7 +146,8 @@ def _readme_commands() -> list[str]:
     lines: list[str] = []
     for block in blocks:
         lines += block.replace("\\\n", " ").splitlines()
-    lines += re.findall(r"`(cloudypoints [^`]+)`", text)
+    # Inline code with options is a command; a bare `cloudypoints evaluate` names one.
+    lines += [c for c in re.findall(r"`(cloudypoints [^`]+)`", text) if " -" in c]
     commands = []
     for line in lines:
         line = line.split("  #")[0].strip()
