@@ -1258,6 +1258,7 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"bad ROS arguments: {exc}")
         return 2
     node: DepthNode | None = None
+    executor: SingleThreadedExecutor | None = None
     try:
         try:
             node = DepthNode()
@@ -1266,17 +1267,16 @@ def main(args: Sequence[str] | None = None) -> int:
             return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown()
-        return 0
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C, also while starting up (a race a fast Ctrl-C hit): a clean stop
     finally:
+        if executor is not None:
+            executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
