@@ -113,6 +113,13 @@ def test_fake_engine_reports_minus_one_until_the_input_shape_is_set(
     assert tuple(context.get_tensor_shape("depth")) == (1, 1, 32, 64)
 
 
+def test_fake_tensorrt_11_lacks_what_tensorrt_11_removed() -> None:
+    ten, eleven = FakeTensorRT(FakeCuda(), "10.9.0.34"), FakeTensorRT(FakeCuda(), "11.4.0.106")
+    assert ten.Builder(None).platform_has_fast_fp16 is True and ten.BuilderFlag.FP16
+    assert not hasattr(eleven.Builder(None), "platform_has_fast_fp16")
+    assert not hasattr(eleven.BuilderFlag, "FP16")
+
+
 # -------------------------------------------------------------------- T1 dynamic shapes
 def _dynamic_package(tmp_path: Path) -> ModelPackage:
     import torch
@@ -377,7 +384,7 @@ def test_t5_cpu_only_torch_on_a_gpu_machine_is_skipped_by_auto(
     # A GPU counted without torch (NVML, cuda-bindings); this torch cannot use it.
     monkeypatch.setattr(EnvironmentProbe, "cuda_device_count", lambda self: 1)
     with pytest.raises(BackendError, match="CPU-only build"):
-        TorchBackend(tiny_package, "cuda:0")
+        TorchBackend(tiny_package, "cuda:0", model_factory=tiny_factory)
     only_torch = Probe(count=1)
     only_torch.has_module = lambda name: name == "torch"  # type: ignore[method-assign]
     options = {"model_factory": tiny_factory}
