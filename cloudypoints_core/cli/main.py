@@ -25,7 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "card",
     "train",
+    "distill",
     "export",
+    "import_model",
     "doctor",
 )
 
