@@ -601,3 +601,29 @@ def test_cuda_runtime_api_without_a_driver_raises_backend_errors(cudart: Any) ->
     for name, call in calls.items():
         with pytest.raises(BackendError, match=f"CUDA {name} failed: .*driver"):
             call()
+
+
+# ---------------------------------------------------- the facade on TensorRT, masks included
+def test_facade_on_tensorrt_masks_sky_like_onnxruntime(gpu: Gpu, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cloudypoints_core.geometry import Intrinsics
+    from cloudypoints_core.inference.facade import DepthEstimator
+    from cloudypoints_core.inference.spec import MaskOutput
+
+    root = make_multi_head_package(tmp_path / "sky")
+    spec = load_model_package(root).spec
+    replace(spec, mask_outputs=(MaskOutput("sky", 0.5),)).save(root / "spec.yaml")
+    k = Intrinsics(60.0, 60.0, 79.5, 39.5, 160, 80)
+    rgb = np.random.default_rng(8).integers(0, 256, (80, 160, 3), dtype=np.uint8)
+    on_gpu = DepthEstimator.from_package(
+        root, backend="tensorrt", device="cuda:0", precision="fp32", cache_dir=str(tmp_path)
+    ).predict(rgb, k)
+    on_cpu = DepthEstimator.from_package(root, backend="onnxruntime", num_threads=1).predict(
+        rgb, k
+    )
+    assert on_gpu.backend == "tensorrt"
+    masked = np.isnan(on_cpu.depth_m)
+    assert 0 < masked.mean() < 1  # the sky head masks some pixels, not all
+    assert np.array_equal(np.isnan(on_gpu.depth_m), masked)
+    np.testing.assert_allclose(on_gpu.depth_m[~masked], on_cpu.depth_m[~masked], rtol=1e-5)
