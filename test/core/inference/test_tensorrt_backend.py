@@ -224,6 +224,31 @@ def test_t3_building_fp16_with_tensorrt_11_is_a_backend_error(
         build_cached_engine(tiny_package, "cuda:0", EngineBuildOptions("fp16"), tmp_path)
 
 
+def test_t3_the_default_precision_builds_on_tensorrt_10_and_11(
+    monkeypatch: pytest.MonkeyPatch, tiny_package: ModelPackage, tmp_path: Path
+) -> None:
+    gpu = install_fake_gpu(monkeypatch, version="11.4.0.106")
+    TensorRTBackend(tiny_package, "cuda:0", cache_dir=tmp_path / "a")
+    assert gpu.trt.builds[-1]["fp16"] is False
+    [entry] = EngineCache(tmp_path / "a").entries()
+    assert entry["key"]["options"]["precision"] == "fp32"  # what was built, not what was asked
+    gpu = install_fake_gpu(monkeypatch, version="10.9.0.34")
+    TensorRTBackend(tiny_package, "cuda:0", cache_dir=tmp_path / "b")
+    assert gpu.trt.builds[-1]["fp16"] is True
+
+
+@pytest.mark.parametrize("version", ["10.9.0.34", "11.4.0.106"])
+def test_t3_build_engine_prebuilds_what_the_default_backend_loads(
+    monkeypatch: pytest.MonkeyPatch, tiny_package_dir: Path, tmp_path: Path, version: str
+) -> None:
+    from cloudypoints_core.cli.build_engine import build_engine
+
+    gpu = install_fake_gpu(monkeypatch, version=version)
+    assert build_engine(tiny_package_dir, cache_dir=tmp_path) == 0
+    TensorRTBackend(load_model_package(tiny_package_dir), "cuda:0", cache_dir=tmp_path)
+    assert len(gpu.trt.builds) == 1  # the node's start is a cache hit
+
+
 def test_t3_tensorrt_11_builds_fp32_and_10_uses_the_fp16_flag(
     monkeypatch: pytest.MonkeyPatch, tiny_package: ModelPackage, tmp_path: Path
 ) -> None:
