@@ -63,7 +63,9 @@ class Preset:
     ``output_names`` list the names the official export uses (empty: take the graph's only
     one). ``input_multiples``: the first one dividing both sides of the input size is used.
     ``required_options``: :class:`ImportOptions` fields the user must give (e.g. ``max_depth_m``).
-    ``speed``: expected speed, for the README table.
+    ``speed``: expected speed, for the README table. ``importer_data``: what an importer of
+    another weights kind needs beyond the spec (e.g. the network configuration a ``.pth``
+    checkpoint is loaded into); the ONNX importer needs none.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Preset:
     required_options: tuple[str, ...] = ()
     option_help: Mapping[str, str] = field(default_factory=dict)
     speed: str = ""
+    importer_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
