@@ -220,7 +220,7 @@ def model_card(preset: Preset, spec: ModelSpec, weights: Path, sha256: str) -> s
         for m in spec.mask_outputs
     )
     focal = (
-        "none (the output is metres for any camera)"
+        "none (the output is taken as metres as it is)"
         if spec.reference_focal is None
         else f"`{spec.focal_rule}` against {spec.reference_focal:g} px"
     )

@@ -99,7 +99,7 @@ Importer = Callable[[Preset, Path, Path, ImportOptions], Path]
 
 _DA_V2_CARD_SOURCE = (
     "Depth Anything V2 (https://github.com/DepthAnything/Depth-Anything-V2); checkpoints on "
-    "Hugging Face (depth-anything/Depth-Anything-V2-Small|Base|Large); ONNX exports e.g. "
+    "Hugging Face (depth-anything/Depth-Anything-V2-Small, -Base, -Large); ONNX exports e.g. "
     "https://github.com/fabio-sim/Depth-Anything-ONNX (the repository's own README points there)"
 )
 
@@ -164,7 +164,10 @@ for _preset in (
             "the indoor (Hypersim) weights"
         },
         card=CardFacts(
-            source=_DA_V2_CARD_SOURCE.replace("Small|Base|Large", "Metric-VKITTI|Hypersim-*"),
+            source=_DA_V2_CARD_SOURCE.replace(
+                "Depth-Anything-V2-Small, -Base, -Large",
+                "Depth-Anything-V2-Metric-VKITTI-* and -Metric-Hypersim-*",
+            ),
             licence="Small: Apache-2.0; Base/Large: CC-BY-NC-4.0 (non-commercial)",
             accuracy="Fine-tuned on synthetic data (Virtual KITTI 2 outdoor, max 80 m; "
             "Hypersim indoor, max 20 m); the metric_depth README publishes no KITTI table. The "
