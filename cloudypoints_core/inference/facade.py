@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, InputError, ScaleError
+from cloudypoints_core.errors import ConfigError, InputError, ModelError, ScaleError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.inference.backends import Backend, backend_option_names, create_backend
 from cloudypoints_core.inference.package import ModelPackage, load_model_package
@@ -308,6 +308,17 @@ class DepthEstimator:
         # Facade options are validated before paying for a backend, which then replaces the stub.
         estimator = cls(package.spec, _NullBackend(), package=package, **facade)
         estimator.backend = create_backend(backend, package, device, rest)
+        missing = [
+            m.name
+            for m in package.spec.mask_outputs
+            if m.name not in estimator.backend.output_names
+        ]
+        if missing:
+            estimator.backend.close()
+            raise ModelError(
+                f"model {package.spec.name!r}: the spec's mask outputs {missing} are not outputs "
+                f"of the network (it has {list(estimator.backend.output_names)})"
+            )
         return estimator
 
     # ------------------------------------------------------------------------------- info
@@ -365,7 +376,10 @@ class DepthEstimator:
             t0 = time.perf_counter()
             batch, at_input = self._preprocess(rgb, intrinsics)
             t1 = time.perf_counter()
-            raw = self.backend.infer(batch)
+            if self.spec.mask_outputs:
+                raw = self._infer_masked(batch)
+            else:
+                raw = self.backend.infer(batch)
             t2 = time.perf_counter()
             placement = self._preprocess.fit_for(intrinsics.width, intrinsics.height)
             if placement.pads:  # un-pad: keep the window that shows the image
@@ -401,6 +415,23 @@ class DepthEstimator:
             shift=shift,
             scale_fit=fit,
         )
+
+    def _infer_masked(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The primary output (a new array) with NaN where a mask output (e.g. sky) says the
+        pixel is invalid: masked before the scale fit, so sky never takes part in it."""
+        spec = self.spec
+        shape = (spec.input_height, spec.input_width)
+        outputs = self.backend.infer_all(batch)
+        raw = np.array(outputs[spec.output_name], dtype=np.float32).reshape(shape)
+        for mask in spec.mask_outputs:
+            values = np.asarray(outputs[mask.name]).reshape(shape)
+            with np.errstate(invalid="ignore"):
+                if mask.invalid_when == "above":
+                    invalid = values >= mask.threshold
+                else:
+                    invalid = values < mask.threshold
+            np.putmask(raw, invalid, np.float32(np.nan))
+        return raw
 
     def _to_metric(
         self,
