@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "export",
     "import_model",
+    "doctor",
 )
 
 log = logging.getLogger("cloudypoints")
