@@ -41,6 +41,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import rclpy
@@ -56,6 +57,7 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 
 from cloudypoints_core.errors import CloudyPointsError, ConfigError, ScaleError
 from cloudypoints_core.geometry import Intrinsics, resize_image
@@ -79,6 +81,12 @@ SCALE_METHODS = ("auto", "ground_plane", "fixed", "none")
 _PLAUSIBLE_LATENCY_S = 3600.0
 #: Seconds between two reports of the same problem in the log.
 _LOG_THROTTLE_S = 5.0
+#: The image topic has publishers but no image arrived for this long: say why that may be.
+NO_IMAGES_WARN_S = 3.0
+#: Seconds between two log lines about images that do not arrive (also in /diagnostics).
+_INPUT_LOG_THROTTLE_S = 30.0
+#: Where the launch file's default Fast DDS profile lives in the package (and in the source tree).
+DDS_PROFILE_HINT = "share/cloudypoints_ros/config/fastdds_shm_large.xml"
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "reliable_input",
         False,
         "Subscribe with reliable QoS instead of the sensor-data profile (best effort, keep last)",
+        startup_only=True,
+    ),
+    ParamSpec(
+        "match_input_reliability",
+        True,
+        "With reliable_input false: subscribe to images reliably while every publisher of the "
+        "image topic is reliable (re-checked each second), else best effort; large images from "
+        "a reliable camera are then resent instead of lost",
         startup_only=True,
     ),
     ParamSpec(
@@ -322,41 +338,52 @@ T = TypeVar("T")
 
 
 class _InOrder(Generic[T]):
-    """Finished frames from several workers to the publish thread, in order of arrival.
+    """Finished frames from the inference workers to the publish thread: in order of arrival,
+    newest wins.
 
     A worker calls ``start(seq)`` when it takes a frame and ``finish(seq, item)`` when done
     (``item`` None if the frame was rejected). ``get`` returns the oldest finished item once no
-    older frame is still being worked on, so a fast worker never overtakes a slow one. Workers
-    call ``wait_for_room`` before taking a new frame: while ``capacity`` finished items wait,
-    they pause (bounded memory when publishing is the slower stage). ``finish`` itself never
-    waits, so a worker holding the oldest frame can always hand it over.
+    older frame is still being worked on, so a fast worker never overtakes a slow one. A frame
+    that finishes when no older one is still running supersedes the finished frames still
+    waiting (``finish`` returns how many it dropped): when publishing is the slower stage, the
+    frame it takes next is the newest, never a backlog. Finished frames wait together only
+    while an older frame is still being inferred (at most one per worker), and none is lost to
+    a worker that merely finished first. Workers call ``wait_for_room`` before taking a new
+    frame and pause while a finished item waits (inferring frames that would only supersede
+    each other takes the cores the publish stage needs). ``finish`` itself never waits, so a
+    worker holding the oldest frame can always hand it over.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._done: list[tuple[int, T]] = []  # a heap by seq
         self._running: set[int] = set()
-        self._capacity = max(1, capacity)
         self._closed = False
 
     def wait_for_room(self, timeout: float | None = None) -> bool:
-        """Wait until fewer than ``capacity`` items are waiting; False on timeout or close."""
+        """Wait until no finished item waits; False on timeout or close."""
         with self._cond:
-            room = self._cond.wait_for(
-                lambda: self._closed or len(self._done) < self._capacity, timeout
-            )
+            room = self._cond.wait_for(lambda: self._closed or not self._done, timeout)
             return bool(room) and not self._closed
 
     def start(self, seq: int) -> None:
         with self._cond:
             self._running.add(seq)
 
-    def finish(self, seq: int, item: T | None) -> None:
+    def finish(self, seq: int, item: T | None) -> int:
+        """Hand over the result of frame ``seq``; returns the number of waiting finished frames
+        it superseded (dropped)."""
+        dropped = 0
         with self._cond:
-            if item is not None and not self._closed:
-                heapq.heappush(self._done, (seq, item))
             self._running.discard(seq)
+            if item is not None and not self._closed:
+                if not self._running or seq < min(self._running):
+                    dropped = sum(1 for s, _ in self._done if s < seq)
+                    self._done = [(s, i) for s, i in self._done if s > seq]
+                    heapq.heapify(self._done)
+                heapq.heappush(self._done, (seq, item))
             self._cond.notify_all()
+        return dropped
 
     def _ready(self) -> bool:
         return bool(self._done) and (not self._running or self._done[0][0] < min(self._running))
@@ -389,6 +416,24 @@ class _Inferred:
     result: Any  # DepthResult
     opts: FrameOptions
     stamp_ns: int
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container given 2 CPUs on a 64-core host). Two inference workers on one usable core
+    would only compete for it: each frame would take twice as long, with no gain in frames/s.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 quota
+        pass
+    return max(1, cores)
 
 
 class _Rejected(Exception):
@@ -441,6 +486,10 @@ class DepthNode(Node):
         self._stamps_match = True
         self._closing = False
         self._idle_logged = False
+        self._input_reliable = bool(startup["reliable_input"])  # of the image subscription
+        self._last_image_s = self._started_s
+        self._input_problem: tuple[str, str] | None = None  # (reason, explanation)
+        self._input_throttle = ReasonThrottle(_INPUT_LOG_THROTTLE_S)
 
         # An injected estimator stays its owner's to close.
         self._owns_estimator = estimator is None
@@ -455,9 +504,12 @@ class DepthNode(Node):
             self._start_tf()
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
         self._estimator = self._estimators[0]
-        self._done: _InOrder[_Inferred] = _InOrder(len(self._estimators))
+        self._done: _InOrder[_Inferred] = _InOrder()
         self._arrivals = itertools.count()
         self._last_published = -1
+        # The data of the last message of each output, reused for the next (publish thread
+        # only; see conversions.MessageBuffer).
+        self._buffers = {name: conv.MessageBuffer() for name in ("depth", "cloud", "colormap")}
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
@@ -468,17 +520,11 @@ class DepthNode(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
 
         reliable = bool(startup["reliable_input"])
-        if startup["input_transport"] == "compressed":
-            self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
-            )
-        else:
-            # Raw: the callback gets the serialized bytes and only frames the worker takes are
-            # read (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy
-            # every image three times, also those dropped because a newer one arrived.
-            self._image_sub = self.create_subscription(
-                Image, "image", self._on_image, input_qos(reliable), raw=True
-            )
+        self._compressed = startup["input_transport"] == "compressed"
+        self._image_sub = self._subscribe_images(reliable)
+        self._match_reliability = bool(startup["match_input_reliability"]) and not reliable
+        if self._match_reliability:
+            self._qos_timer = self.create_timer(1.0, self._match_input_reliability)
         self._info_sub = self.create_subscription(
             CameraInfo,
             "camera_info",
@@ -605,11 +651,59 @@ class DepthNode(Node):
             return height, pitch
         return mount.height_m, mount.pitch_rad
 
+    def _subscribe_images(self, reliable: bool) -> Any:
+        self._input_reliable = reliable
+        if self._compressed:
+            return self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
+            )
+        # Raw: the callback gets the serialized bytes and only frames the worker takes are read
+        # (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy every
+        # image three times, also those dropped because a newer one arrived.
+        return self.create_subscription(
+            Image, "image", self._on_image, input_qos(reliable), raw=True
+        )
+
+    def _match_input_reliability(self) -> None:
+        """Subscribe reliable while every publisher of the image topic is reliable, else best
+        effort (``match_input_reliability``).
+
+        A best-effort subscription matches every publisher, but then a reliable publisher does
+        not resend what is lost, and an image of a megabyte or more is lost whole when one of
+        its fragments is: from a camera driver on Fast DDS's defaults (64 KiB fragments, a
+        512 KiB shared-memory segment) a best-effort node received 0-22 of 30 640x480 rgb8
+        images, a reliable one all of them (benchmarks/bench_dds_delivery.py). A reliable
+        subscription would never match a best-effort publisher, hence the check, repeated as
+        publishers come and go. The image queue stays keep-last 1: newest wins either way.
+        """
+        wanted = "sensor_msgs/msg/" + ("CompressedImage" if self._compressed else "Image")
+        publishers = [
+            p
+            for p in self.get_publishers_info_by_topic(self._image_sub.topic_name)
+            if p.topic_type == wanted
+        ]
+        if not publishers:
+            return  # keep the current subscription until a camera shows up
+        reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
+        if reliable == self._input_reliable:
+            return
+        old = self._image_sub
+        self._image_sub = self._subscribe_images(reliable)
+        self.destroy_subscription(old)
+        self.get_logger().info(
+            f"image publishers on {self._image_sub.topic_name} are "
+            + (
+                "all reliable: subscribing reliable (no image lost to a dropped fragment)"
+                if reliable
+                else "not all reliable: subscribing best effort (matches every publisher)"
+            )
+        )
+
     def _load_estimators(self, startup: dict[str, Any]) -> list[Any]:
         """One model per inference worker (see the module docstring and ``inference_workers``)."""
         import importlib.util
 
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         workers = int(startup["inference_workers"])
         auto = workers == 0
         if auto:
@@ -683,6 +777,7 @@ class DepthNode(Node):
 
     # ------------------------------------------------------------------------------ callbacks
     def _on_image(self, msg: bytes | CompressedImage) -> None:
+        self._last_image_s = time.monotonic()
         self._stats.frame_in()
         if self._mailbox.put(_Job(msg, time.monotonic(), next(self._arrivals))) is not None:
             self._stats.frames_dropped()
@@ -774,7 +869,9 @@ class DepthNode(Node):
                 if item is not None:
                     self._stats.stage("infer", time.perf_counter() - t0)
             finally:
-                self._done.finish(job.seq, item)  # also for a rejected frame: never blocks later
+                # Also for a rejected frame, so that it never holds back later ones.
+                for _ in range(self._done.finish(job.seq, item)):
+                    self._stats.frames_dropped()  # superseded by a newer finished frame
 
     def _publish_loop(self) -> None:
         while not self._closing:
@@ -915,39 +1012,36 @@ class DepthNode(Node):
         return _Inferred(job, msg.header, rgb, intr, result, opts, stamp_ns)
 
     def _publish(self, item: _Inferred) -> None:
+        """Publish one frame's outputs. Each step is timed into the stats ("publish.<step>",
+        in /diagnostics) so that the cost of the stage can be read off a running node."""
         header = item.header
         opts = item.opts
         depth, d_intr = item.result.depth_m, item.result.intrinsics
+        clock = time.perf_counter
         try:
-            self._pub_depth.publish(conv.depth_image_msg(depth, conv.copy_header(header)))
+            t0 = clock()
+            msg = conv.depth_image_msg(depth, conv.copy_header(header), self._buffers["depth"])
+            t1 = clock()
+            self._pub_depth.publish(msg)
             self._pub_info.publish(conv.camera_info_msg(d_intr, conv.copy_header(header)))
+            t2 = clock()
+            self._stats.stage("publish.depth_msg", t1 - t0)
+            self._stats.stage("publish.depth_send", t2 - t1)
             # Clouds and colour maps cost milliseconds per frame: built only for a listener.
             if self._pub_points.get_subscription_count() > 0:
-                colour = None
-                if opts.color:
-                    colour = item.rgb
-                    if depth.shape != colour.shape[:2]:
-                        colour, _ = resize_image(
-                            item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
-                        )
-                packed = backproject_packed(
-                    depth,
-                    d_intr,
-                    colour,
-                    stride=opts.stride,
-                    min_range_m=opts.min_range_m,
-                    max_range_m=opts.max_range_m,
-                    organised=opts.organized,
-                )
-                self._pub_points.publish(conv.cloud_msg(packed, conv.copy_header(header)))
+                self._publish_cloud(item)
             if opts.publish_colormap and self._pub_colormap.get_subscription_count() > 0:
+                t0 = clock()
                 spec = getattr(self._estimator, "spec", None)
                 lo = float(getattr(spec, "min_depth_m", 0.0))
                 hi = min(float(getattr(spec, "max_depth_m", 80.0)), opts.max_range_m)
                 colours = colorize_depth(depth, lo, hi if hi > lo else lo + 1.0)
                 self._pub_colormap.publish(
-                    conv.image_msg(colours, "rgb8", conv.copy_header(header))
+                    conv.image_msg(
+                        colours, "rgb8", conv.copy_header(header), self._buffers["colormap"]
+                    )
                 )
+                self._stats.stage("publish.colormap", clock() - t0)
         except CloudyPointsError as exc:
             raise _Rejected("output_error", str(exc)) from exc
         now_ns = self.get_clock().now().nanoseconds
@@ -955,8 +1049,101 @@ class DepthNode(Node):
         latency_s = latency if 0.0 <= latency <= _PLAUSIBLE_LATENCY_S else None
         self._stats.frame_out(latency_s, time.monotonic() - item.job.received_s)
 
+    def _publish_cloud(self, item: _Inferred) -> None:
+        """Back-project straight into the buffer the PointCloud2 hands to rclpy, then send it."""
+        opts, depth, d_intr = item.opts, item.result.depth_m, item.result.intrinsics
+        clock = time.perf_counter
+        t0 = clock()
+        colour = None
+        if opts.color:
+            colour = item.rgb
+            if depth.shape != colour.shape[:2]:
+                colour, _ = resize_image(
+                    item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
+                )
+        buffer = self._buffers["cloud"]
+        packed = backproject_packed(
+            depth,
+            d_intr,
+            colour,
+            stride=opts.stride,
+            min_range_m=opts.min_range_m,
+            max_range_m=opts.max_range_m,
+            organised=opts.organized,
+            out=buffer.allocate,
+        )
+        t1 = clock()
+        msg = conv.cloud_msg(packed, conv.copy_header(item.header), buffer)
+        del packed  # the buffer's view: released before the next frame resizes it
+        t2 = clock()
+        self._pub_points.publish(msg)  # rclpy serialises here; the buffer is free afterwards
+        t3 = clock()
+        self._stats.stage("publish.cloud_build", t1 - t0)
+        self._stats.stage("publish.cloud_msg", t2 - t1)
+        self._stats.stage("publish.cloud_send", t3 - t2)
+
     # ------------------------------------------------------------------------------ health
+    def _diagnose_input(self) -> tuple[str, str] | None:
+        """(reason, explanation with the fix) when the image topic has publishers but no image
+        arrived for NO_IMAGES_WARN_S; None otherwise. DDS drops these cases silently: a
+        best-effort publisher never matches a reliable subscription, and a best-effort image of
+        a megabyte or more is lost whole when one of its 64 KiB fragments is."""
+        silent_s = time.monotonic() - self._last_image_s
+        if silent_s < NO_IMAGES_WARN_S:
+            return None
+        topic = self._image_sub.topic_name
+        publishers = self.get_publishers_info_by_topic(topic)
+        if not publishers:
+            return None
+        wanted = "sensor_msgs/msg/" + self._image_sub.msg_type.__name__
+        typed = [p for p in publishers if p.topic_type == wanted]
+        head = (
+            f"{len(publishers)} publisher(s) on {topic} but no image arrived for "
+            f"{silent_s:.0f} s: "
+        )
+        if not typed:
+            types = sorted({p.topic_type for p in publishers})
+            return "input_type_mismatch", head + (
+                f"they publish {', '.join(types)}, the node expects {wanted}; set "
+                "input_transport (raw: Image on 'image', compressed: CompressedImage on "
+                "'image/compressed') or remap 'image' to the camera's image topic"
+            )
+        best_effort = [
+            p for p in typed if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        ]
+        if self._input_reliable and len(best_effort) == len(typed):
+            return "input_qos_incompatible", head + (
+                "they publish best effort and the node subscribes reliable (reliable_input: "
+                "true), which DDS never matches; set reliable_input:=false"
+            )
+        hint = (
+            f"give the camera driver's process FASTDDS_DEFAULT_PROFILES_FILE=<install>/"
+            f"{DDS_PROFILE_HINT} (the node gets it from the launch file's dds_profile)"
+        )
+        if not self._input_reliable:
+            return "input_lost_best_effort", head + (
+                "large images sent best effort are lost whole when one fragment is (Fast DDS's "
+                f"defaults cut them into 64 KiB pieces); {hint}"
+                + (
+                    ", or set reliable_input:=true since the camera publishes reliably"
+                    if len(best_effort) < len(typed)
+                    else ""
+                )
+            )
+        return "input_not_arriving", head + (
+            f"the camera may have stopped sending (check ros2 topic hz {topic}); with large "
+            f"images, {hint}"
+        )
+
+    def _check_input(self) -> None:
+        self._input_problem = problem = self._diagnose_input()
+        if problem is not None:
+            due, _ = self._input_throttle.should_log(problem[0])
+            if due:
+                self.get_logger().warning(problem[1])
+
     def _report(self) -> None:
+        self._check_input()
         snap = self._stats.snapshot()
         if snap.period_frames_in > 0 or snap.period_errors > 0:
             self._idle_logged = False
@@ -973,7 +1160,11 @@ class DepthNode(Node):
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: depth estimation"
         status.hardware_id = f"{self._backend_name()}/{self._device()}"
-        if snap.frames_in == 0:
+        problem = self._input_problem
+        if problem is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = problem[1]
+        elif snap.frames_in == 0:
             status.level = DiagnosticStatus.OK
             status.message = f"waiting for images on {self._image_sub.topic_name}"
         elif snap.period_errors > 0:
@@ -995,6 +1186,7 @@ class DepthNode(Node):
             ("errors", snap.errors_total),
             ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
             ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
+            ("input_problem", problem[0] if problem is not None else "none"),
         ]
         timings = [("latency", snap.latency_ms), ("processing", snap.processing_ms)]
         timings += [(f"stage_{k}", v) for k, v in sorted(snap.stages_ms.items())]

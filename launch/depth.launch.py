@@ -6,10 +6,16 @@
 Arguments: ``model`` (model package path; empty keeps the params file's value, whose default is
 the bundled model), ``backend`` and ``device`` (empty keeps the params file's value),
 ``image_topic``, ``camera_info_topic``, ``namespace``, ``params_file`` (default: the package's
-config/depth.yaml) and ``use_rviz``; for relative models ``camera_height_m``,
-``camera_pitch_rad``, ``scale_method`` and ``ground_frame`` set the ``scale.*`` parameters (empty
-keeps the params file's value). With ``input_transport: compressed`` in the params file the
-node reads ``<image_topic>/compressed``.
+config/depth.yaml), ``reliable_input``, ``dds_profile`` and ``use_rviz``; for relative models
+``camera_height_m``, ``camera_pitch_rad``, ``scale_method`` and ``ground_frame`` set the
+``scale.*`` parameters (empty keeps the params file's value). With ``input_transport:
+compressed`` in the params file the node reads ``<image_topic>/compressed``.
+
+``dds_profile`` (default: the package's config/fastdds_shm_large.xml) becomes the node's
+``FASTDDS_DEFAULT_PROFILES_FILE``: megabyte images and clouds cross the shared memory in one
+piece instead of 64 KiB fragments (see that file). It applies to the node's process only, so
+RViz and the rest of the system keep their own settings; empty keeps whatever the environment
+sets. Other DDS implementations ignore the variable.
 
 Only launch APIs that have been stable since ROS 2 Foxy are used (DeclareLaunchArgument,
 LaunchConfiguration, OpaqueFunction, IfCondition, launch_ros.actions.Node), so the file runs
@@ -60,6 +66,8 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
     if overrides:
         parameters.append(overrides)
     image_topic = arg("image_topic")
+    profile = arg("dds_profile")
+    env = {"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None
     depth = Node(
         package=PACKAGE,
         executable="depth_node",
@@ -71,6 +79,7 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
             ("image/compressed", image_topic.rstrip("/") + "/compressed"),
             ("camera_info", arg("camera_info_topic")),
         ],
+        additional_env=env,
         output="screen",
     )
     rviz = Node(
@@ -93,7 +102,9 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "depth.yaml")
+    share = get_package_share_directory(PACKAGE)
+    default_params = os.path.join(share, "config", "depth.yaml")
+    default_profile = os.path.join(share, "config", "fastdds_shm_large.xml")
     arguments = [
         DeclareLaunchArgument(
             "model",
@@ -158,6 +169,12 @@ def generate_launch_description() -> LaunchDescription:
             default_value="",
             description="TF frame on the road (e.g. base_footprint) to read the camera height "
             "and pitch from (needs tf2_ros); empty: the params file's value",
+        ),
+        DeclareLaunchArgument(
+            "dds_profile",
+            default_value=default_profile,
+            description="Fast DDS XML profile of the node (FASTDDS_DEFAULT_PROFILES_FILE): "
+            "large images and clouds in one shared-memory piece; empty: keep the environment's",
         ),
         DeclareLaunchArgument(
             "use_rviz",

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "card",
     "train",
+    "distill",
     "export",
     "import_model",
     "doctor",

@@ -143,6 +143,10 @@ class DepthResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     shift: float = 0.0
     scale_fit: ScaleFit | None = None
+    #: The same depth before the valid-range mask (out-of-range values kept), on the same grid;
+    #: only with ``predict(..., keep_unmasked=True)``: evaluation clamps it to its protocol's
+    #: range instead of losing the pixels (publishing uses ``depth_m``).
+    depth_unmasked_m: npt.NDArray[np.float32] | None = None
 
 
 # --------------------------------------------------------------------------- postprocessing
@@ -358,11 +362,14 @@ class DepthEstimator:
         output_resolution: str = "input",
         camera_height_m: float | None = None,
         camera_pitch_rad: float | None = None,
+        keep_unmasked: bool = False,
     ) -> DepthResult:
         """Metric depth for an (H, W, 3) uint8 RGB image whose camera is ``intrinsics``.
 
         ``output_resolution``: "input" (H, W) or "model" (the network's size). The camera
         height/pitch matter only for relative models (ground-plane scale recovery).
+        ``keep_unmasked`` also returns the depth before the valid-range mask
+        (``DepthResult.depth_unmasked_m``, one more resize) for evaluation.
         """
         if output_resolution not in OUTPUT_RESOLUTIONS:
             raise InputError(
@@ -387,6 +394,7 @@ class DepthEstimator:
                 raw = raw[y0 : y0 + h, x0 : x0 + w]
                 at_input = at_input.cropped(x0, y0, w, h)
             depth, method, scale, shift, fit = self._to_metric(raw, at_input, height_m, pitch)
+            unmasked = depth.copy() if keep_unmasked else None
             apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
             if output_resolution == "input":
                 if placement.crops:  # what the network did not see is unknown: NaN
@@ -394,6 +402,12 @@ class DepthEstimator:
                 depth = resize_depth(
                     depth, intrinsics.width, intrinsics.height, self.interpolation
                 )
+                if unmasked is not None:
+                    if placement.crops:
+                        unmasked = _uncrop(unmasked, placement)
+                    unmasked = resize_depth(
+                        unmasked, intrinsics.width, intrinsics.height, self.interpolation
+                    )
                 out_intrinsics = intrinsics
             else:
                 out_intrinsics = at_input
@@ -414,6 +428,7 @@ class DepthEstimator:
             timings=timings,
             shift=shift,
             scale_fit=fit,
+            depth_unmasked_m=unmasked,
         )
 
     def _infer_masked(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -79,7 +79,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core.errors import ConfigError, InputError
-from cloudypoints_core.geometry import Intrinsics, ray_grid
+from cloudypoints_core.geometry import Intrinsics, pixel_rays, ray_grid
 
 __all__ = [
     "AffineFitConfig",
@@ -187,20 +187,11 @@ def _sample_points(
         keep = rng.choice(rows.size, size=config.max_points, replace=False)
         rows, cols = rows[keep], cols[keep]
     z = window[rows, cols].astype(np.float64)
-    u = (cols + c0).astype(np.float64)
-    v = (rows + r0).astype(np.float64)
-    if intrinsics.has_distortion and u.size:
-        import cv2
-
-        pts = np.stack([u, v], axis=1).reshape(-1, 1, 2)
-        norm = cv2.undistortPoints(
-            pts, intrinsics.k_matrix(), np.asarray(intrinsics.dist)
-        ).reshape(-1, 2)
-        xn, yn = norm[:, 0], norm[:, 1]
-    else:
-        xn = (u - intrinsics.cx_px) / intrinsics.fx_px
-        yn = (v - intrinsics.cy_px) / intrinsics.fy_px
-    return np.stack([xn * z, yn * z, z], axis=1)
+    # geometry's ray path (undistortion, its iterations and validity check): one answer for
+    # the fit and the cloud; pixels whose distortion cannot be inverted are dropped.
+    rays = pixel_rays(intrinsics, cols + c0, rows + r0).astype(np.float64)
+    points = rays * z[:, None]
+    return points[np.isfinite(rays[:, 0])]
 
 
 def _refine(
