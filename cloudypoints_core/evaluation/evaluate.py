@@ -330,8 +330,8 @@ def run_evaluation(
             method = str(getattr(result, "scale_method", "unknown"))
         except ScaleError as exc:
             # A relative model whose ground fit failed on this image has no metres: it is scored
-            # as a prediction of no depth (NaN, see evaluate_image), never as unscaled depth
-            # taken for metres, and the run goes on.
+            # as a failure (NaN -> the far edge, like any NaN prediction) and stated; unscaled
+            # depth is never taken as metres.
             pred = np.full(gt.shape, np.nan, dtype=np.float32)
             view, method = "full", "no_metric_scale"
             notes.append(f"{key}: no metric scale ({exc})")
