@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, InputError, ScaleError
+from cloudypoints_core.errors import ConfigError, InputError, ModelError, ScaleError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.inference.backends import Backend, backend_option_names, create_backend
 from cloudypoints_core.inference.package import ModelPackage, load_model_package
@@ -143,6 +143,10 @@ class DepthResult:
     timings: Mapping[str, float] = field(default_factory=dict)
     shift: float = 0.0
     scale_fit: ScaleFit | None = None
+    #: The same depth before the valid-range mask (out-of-range values kept), on the same grid;
+    #: only with ``predict(..., keep_unmasked=True)``: evaluation clamps it to its protocol's
+    #: range instead of losing the pixels (publishing uses ``depth_m``).
+    depth_unmasked_m: npt.NDArray[np.float32] | None = None
 
 
 # --------------------------------------------------------------------------- postprocessing
@@ -308,6 +312,17 @@ class DepthEstimator:
         # Facade options are validated before paying for a backend, which then replaces the stub.
         estimator = cls(package.spec, _NullBackend(), package=package, **facade)
         estimator.backend = create_backend(backend, package, device, rest)
+        missing = [
+            m.name
+            for m in package.spec.mask_outputs
+            if m.name not in estimator.backend.output_names
+        ]
+        if missing:
+            estimator.backend.close()
+            raise ModelError(
+                f"model {package.spec.name!r}: the spec's mask outputs {missing} are not outputs "
+                f"of the network (it has {list(estimator.backend.output_names)})"
+            )
         return estimator
 
     # ------------------------------------------------------------------------------- info
@@ -347,11 +362,14 @@ class DepthEstimator:
         output_resolution: str = "input",
         camera_height_m: float | None = None,
         camera_pitch_rad: float | None = None,
+        keep_unmasked: bool = False,
     ) -> DepthResult:
         """Metric depth for an (H, W, 3) uint8 RGB image whose camera is ``intrinsics``.
 
         ``output_resolution``: "input" (H, W) or "model" (the network's size). The camera
         height/pitch matter only for relative models (ground-plane scale recovery).
+        ``keep_unmasked`` also returns the depth before the valid-range mask
+        (``DepthResult.depth_unmasked_m``, one more resize) for evaluation.
         """
         if output_resolution not in OUTPUT_RESOLUTIONS:
             raise InputError(
@@ -365,7 +383,10 @@ class DepthEstimator:
             t0 = time.perf_counter()
             batch, at_input = self._preprocess(rgb, intrinsics)
             t1 = time.perf_counter()
-            raw = self.backend.infer(batch)
+            if self.spec.mask_outputs:
+                raw = self._infer_masked(batch)
+            else:
+                raw = self.backend.infer(batch)
             t2 = time.perf_counter()
             placement = self._preprocess.fit_for(intrinsics.width, intrinsics.height)
             if placement.pads:  # un-pad: keep the window that shows the image
@@ -373,6 +394,7 @@ class DepthEstimator:
                 raw = raw[y0 : y0 + h, x0 : x0 + w]
                 at_input = at_input.cropped(x0, y0, w, h)
             depth, method, scale, shift, fit = self._to_metric(raw, at_input, height_m, pitch)
+            unmasked = depth.copy() if keep_unmasked else None
             apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
             if output_resolution == "input":
                 if placement.crops:  # what the network did not see is unknown: NaN
@@ -380,6 +402,12 @@ class DepthEstimator:
                 depth = resize_depth(
                     depth, intrinsics.width, intrinsics.height, self.interpolation
                 )
+                if unmasked is not None:
+                    if placement.crops:
+                        unmasked = _uncrop(unmasked, placement)
+                    unmasked = resize_depth(
+                        unmasked, intrinsics.width, intrinsics.height, self.interpolation
+                    )
                 out_intrinsics = intrinsics
             else:
                 out_intrinsics = at_input
@@ -400,7 +428,25 @@ class DepthEstimator:
             timings=timings,
             shift=shift,
             scale_fit=fit,
+            depth_unmasked_m=unmasked,
         )
+
+    def _infer_masked(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The primary output (a new array) with NaN where a mask output (e.g. sky) says the
+        pixel is invalid: masked before the scale fit, so sky never takes part in it."""
+        spec = self.spec
+        shape = (spec.input_height, spec.input_width)
+        outputs = self.backend.infer_all(batch)
+        raw = np.array(outputs[spec.output_name], dtype=np.float32).reshape(shape)
+        for mask in spec.mask_outputs:
+            values = np.asarray(outputs[mask.name]).reshape(shape)
+            with np.errstate(invalid="ignore"):
+                if mask.invalid_when == "above":
+                    invalid = values >= mask.threshold
+                else:
+                    invalid = values < mask.threshold
+            np.putmask(raw, invalid, np.float32(np.nan))
+        return raw
 
     def _to_metric(
         self,

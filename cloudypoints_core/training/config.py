@@ -170,6 +170,11 @@ class OptimConfig:
     encoder_lr_mult: float = 1.0
     #: Train only the decoder/head for this many first epochs (encoder frozen), then all.
     freeze_encoder_epochs: int = 0
+    #: Weight of the loss on a sample's ``depth_m`` (its main supervision, e.g. a teacher's).
+    depth_weight: float = 1.0
+    #: Weight of the loss on ``aux_depth_m``, a second supervision source that some data sets
+    #: provide (e.g. LiDAR projected to the camera, sparse); ignored where a sample has none.
+    aux_weight: float = 1.0
 
     def validate(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -202,6 +207,13 @@ class OptimConfig:
             raise ConfigError(
                 "optim.gradient_weight must be >= 0 and optim.gradient_scales >= 1, got "
                 f"{self.gradient_weight}, {self.gradient_scales}"
+            )
+        if not (self.depth_weight >= 0 and self.aux_weight >= 0) or not (
+            self.depth_weight > 0 or self.aux_weight > 0
+        ):
+            raise ConfigError(
+                "optim.depth_weight and optim.aux_weight must be >= 0 and not both 0, got "
+                f"{self.depth_weight}, {self.aux_weight}"
             )
 
 
@@ -273,9 +285,11 @@ class TrainConfig:
             raise ConfigError(
                 f"train.checkpoint_every_steps must be >= 0, got {self.checkpoint_every_steps}"
             )
-        if self.best_metric not in METRIC_NAMES:
+        # ``aux_<metric>`` ranks epochs by the error against a data set's second depth source.
+        if self.best_metric.removeprefix("aux_") not in METRIC_NAMES:
             raise ConfigError(
-                f"train.best_metric must be one of {list(METRIC_NAMES)}, got {self.best_metric!r}"
+                f"train.best_metric must be one of {list(METRIC_NAMES)} (or aux_<metric>), got "
+                f"{self.best_metric!r}"
             )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"train.threads must be >= 1 or null, got {self.threads}")
@@ -419,6 +433,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool):  # YAML reads "true" as a bool; amp takes it as a string
             return str(value).lower()
         raise ConfigError(f"{where} must be a string, got {value!r}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")

@@ -42,9 +42,9 @@ from cloudypoints_core.errors import ConfigError, ModelError
 from cloudypoints_core.evaluation.metrics import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
-    compute_errors,
     mean_errors,
 )
+from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image
 from cloudypoints_core.inference.spec import ModelSpec
 from cloudypoints_core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from cloudypoints_core.training.config import TrainingConfig
@@ -339,13 +339,18 @@ def evaluate(
 
     Predictions (canonical camera) become metric with fx_at_input / train_fx_px; ground truth
     outside (eval_min_m, eval_max_m) is ignored and predictions are clamped to that range.
+    Batches that carry ``aux_depth_m`` (a second depth source) are also scored against it, as
+    ``aux_<metric>`` keys.
     """
     from tqdm import tqdm
 
     from cloudypoints_core.training.losses import depth_loss
 
+    protocol = EvalProtocol(name=desc, min_depth_m=eval_min_m, max_depth_m=eval_max_m)
     model.eval()
     rows: list[dict[str, float]] = []
+    aux_rows: list[dict[str, float]] = []
+    has_aux = False
     losses: list[float] = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, mininterval=2.0, disable=None):
@@ -358,18 +363,59 @@ def evaluate(
                 losses.append(float(loss))
             scale = (batch["fx_px"].to(device).float() / train_fx_px).view(-1, 1, 1, 1)
             metric = (pred * scale).cpu().numpy()
-            gt = batch["depth_m"].numpy()
-            for k in range(gt.shape[0]):
-                g = gt[k, 0]
-                valid = np.isfinite(g) & (g > eval_min_m) & (g < eval_max_m)
-                if not valid.any():
-                    continue
-                p = np.clip(metric[k, 0][valid], eval_min_m, eval_max_m)
-                rows.append(compute_errors(g[valid], p))
-    out = mean_errors(rows) if rows else {m: float("nan") for m in METRIC_NAMES}
+            rows += _score_batch(protocol, batch["depth_m"].numpy(), metric)
+            if "aux_depth_m" in batch:
+                has_aux = True
+                aux_rows += _score_batch(protocol, batch["aux_depth_m"].numpy(), metric)
+    nan = {m: float("nan") for m in METRIC_NAMES}
+    out = mean_errors(rows) if rows else dict(nan)
+    if has_aux:
+        out.update(
+            {f"aux_{k}": v for k, v in (mean_errors(aux_rows) if aux_rows else nan).items()}
+        )
     if losses:
         out["loss"] = float(np.mean(losses))
     return out
+
+
+def _score_batch(
+    protocol: EvalProtocol, gt: npt.NDArray[np.float32], metric: npt.NDArray[np.float32]
+) -> list[dict[str, float]]:
+    """Per-image metrics of (B, 1, H, W) predictions against ground truth with the evaluation's
+    one scoring function: every valid ground-truth pixel, the prediction clamped (a NaN from the
+    network scored at the far edge); images without valid ground truth are skipped."""
+    rows = []
+    for k in range(gt.shape[0]):
+        ev = evaluate_image(protocol, gt[k, 0], metric[k, 0], detailed=False)
+        if ev.metrics is not None:
+            rows.append(ev.metrics)
+    return rows
+
+
+def _supervised_loss(
+    pred: Any,
+    batch: Mapping[str, Any],
+    target: Any,
+    mask: Any,
+    device: Any,
+    config: TrainingConfig,
+    loss_kwargs: _LossOptions,
+) -> tuple[Any, dict[str, float]]:
+    """The loss on ``depth_m`` and, where the batch has one, on the second source ``aux_depth_m``,
+    each with its weight from ``config.optim``; returns (loss, {term: value})."""
+    from cloudypoints_core.training.losses import depth_loss
+
+    loss, terms = depth_loss(pred, target, mask, **loss_kwargs)
+    if "aux_target" not in batch:
+        return loss, terms
+    aux_loss, aux_terms = depth_loss(
+        pred,
+        batch["aux_target"].to(device, non_blocking=True),
+        batch["aux_mask"].to(device, non_blocking=True),
+        **loss_kwargs,
+    )
+    total = config.optim.depth_weight * loss + config.optim.aux_weight * aux_loss
+    return total, {**terms, **{f"aux_{k}": v for k, v in aux_terms.items()}}
 
 
 # -------------------------------------------------------------------------------------- train
@@ -481,7 +527,6 @@ def train(
         cache_root,
         create_dataset,
     )
-    from cloudypoints_core.training.losses import depth_loss
     from cloudypoints_core.training.model_card import library_versions
     from cloudypoints_core.training.tracking import create_tracker
 
@@ -739,7 +784,9 @@ def train(
                 mask = batch_data["mask"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     pred = model(image)
-                loss, terms = depth_loss(pred.float(), target, mask, **loss_kwargs)
+                loss, terms = _supervised_loss(
+                    pred.float(), batch_data, target, mask, device, config, loss_kwargs
+                )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.optim.grad_clip_norm:
@@ -804,10 +851,16 @@ def train(
                     desc="validating",
                 )
                 row.update({f"val_{k}": v for k, v in val.items()})
+                if config.train.best_metric not in val:
+                    raise ConfigError(
+                        f"train.best_metric {config.train.best_metric!r} is not among the "
+                        f"validation metrics {sorted(val)} (aux_* needs a data set with a second "
+                        "depth source)"
+                    )
                 metric = val[config.train.best_metric]
                 better = best_value is None or (
                     metric < best_value
-                    if config.train.best_metric in LOWER_IS_BETTER
+                    if config.train.best_metric.removeprefix("aux_") in LOWER_IS_BETTER
                     else metric > best_value
                 )
                 if better and math.isfinite(metric):

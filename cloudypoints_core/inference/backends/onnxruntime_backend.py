@@ -11,7 +11,12 @@ import numpy.typing as npt
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import BackendError, ConfigError, ModelError
-from cloudypoints_core.inference.backends import parse_device, require_cuda_device, validate_batch
+from cloudypoints_core.inference.backends import (
+    check_single_input,
+    parse_device,
+    require_cuda_device,
+    validate_batch,
+)
 from cloudypoints_core.inference.package import ModelPackage
 from cloudypoints_core.inference.spec import ModelSpec
 
@@ -34,11 +39,7 @@ def check_io_shapes(
     """
     names_in = {name: shape for name, shape in inputs}
     names_out = {name: shape for name, shape in outputs}
-    if spec.input_name not in names_in:
-        raise ModelError(
-            f"{source}: the spec names input {spec.input_name!r}, the ONNX graph has "
-            f"{sorted(names_in)}"
-        )
+    check_single_input(list(names_in), spec.input_name, source)
     if spec.output_name not in names_out:
         raise ModelError(
             f"{source}: the spec names output {spec.output_name!r}, the ONNX graph has "
@@ -193,7 +194,8 @@ class OnnxRuntimeBackend:
             self._binding.bind_cpu_input(self._input_name, batch)
             self._session.run_with_iobinding(self._binding)
             if self.device == "cpu":
-                out = self._output
+                # The bound buffer is rewritten by the next call: the caller gets its own copy.
+                out = self._output.copy()
             else:
                 out = self._binding.copy_outputs_to_cpu()[0]
         return self._primary(np.asarray(out))

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, ModelError
+from cloudypoints_core.errors import BackendError, ConfigError, ModelError
 from cloudypoints_core.inference.backends import parse_device, require_cuda_device, validate_batch
 from cloudypoints_core.inference.package import ModelPackage
 from cloudypoints_core.inference.spec import ModelSpec
@@ -135,6 +135,14 @@ class TorchBackend:
         self._torch = torch
         dev = parse_device(device)
         require_cuda_device(self.name, dev)
+        if dev.kind == "cuda" and (torch.version.cuda is None or not torch.cuda.is_available()):
+            # The GPU is there (counted without torch), this torch cannot use it: a BackendError,
+            # so that auto moves on instead of failing inside torch ("not compiled with CUDA").
+            build = "a CPU-only build" if torch.version.cuda is None else "unable to use CUDA"
+            raise BackendError(
+                f"torch {torch.__version__} is {build}; the torch backend on {dev} needs a "
+                "CUDA build of torch (pytorch.org), or use the tensorrt or onnxruntime backend"
+            )
         spec = package.spec
         if not package.has_weights():
             raise ModelError(

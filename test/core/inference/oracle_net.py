@@ -63,16 +63,12 @@ def oracle_network(a: float, b: float) -> Any:
     return Oracle().eval()
 
 
-def make_oracle_package(root: Path, width: int, height: int, a: float, b: float) -> Path:
-    """Write spec.yaml and model.onnx (spec in its metadata) into ``root``; returns ``root``."""
-    import onnx
+def export_oracle_onnx(path: Path, width: int, height: int, a: float, b: float) -> Path:
+    """The bare ONNX (input ``image``, output ``depth``, no spec) as a user would download it:
+    what ``cloudypoints import-model --preset midas-v21-small`` takes."""
     import torch
 
-    from cloudypoints_core.inference.onnx_meta import embed_spec_in_onnx_model
-
-    spec = oracle_spec(width, height)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation
         torch.onnx.export(
@@ -81,9 +77,21 @@ def make_oracle_package(root: Path, width: int, height: int, a: float, b: float)
             str(path),
             dynamo=False,
             opset_version=17,
-            input_names=[spec.input_name],
-            output_names=[spec.output_name],
+            input_names=["image"],
+            output_names=["depth"],
         )
+    return path
+
+
+def make_oracle_package(root: Path, width: int, height: int, a: float, b: float) -> Path:
+    """Write spec.yaml and model.onnx (spec in its metadata) into ``root``; returns ``root``."""
+    import onnx
+
+    from cloudypoints_core.inference.onnx_meta import embed_spec_in_onnx_model
+
+    spec = oracle_spec(width, height)
+    root.mkdir(parents=True, exist_ok=True)
+    path = export_oracle_onnx(root / "model.onnx", width, height, a, b)
     proto = onnx.load(str(path))
     embed_spec_in_onnx_model(proto, spec)
     onnx.save(proto, str(path))

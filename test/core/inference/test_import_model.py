@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from oracle_nets import oracle_model
+from preset_oracles import oracle_model
 
 from cloudypoints_core.cli.main import main
 from cloudypoints_core.errors import ConfigError, ModelError
