@@ -312,17 +312,17 @@ class DepthEstimator:
         # Facade options are validated before paying for a backend, which then replaces the stub.
         estimator = cls(package.spec, _NullBackend(), package=package, **facade)
         estimator.backend = create_backend(backend, package, device, rest)
-        missing = [
-            m.name
-            for m in package.spec.mask_outputs
-            if m.name not in estimator.backend.output_names
-        ]
-        if missing:
-            estimator.backend.close()
-            raise ModelError(
-                f"model {package.spec.name!r}: the spec's mask outputs {missing} are not outputs "
-                f"of the network (it has {list(estimator.backend.output_names)})"
-            )
+        if package.spec.mask_outputs:
+            # A backend without infer_all (output_names) cannot deliver the extra outputs.
+            names = tuple(getattr(estimator.backend, "output_names", ()))
+            missing = [m.name for m in package.spec.mask_outputs if m.name not in names]
+            if missing:
+                estimator.backend.close()
+                raise ModelError(
+                    f"model {package.spec.name!r}: the spec's mask outputs {missing} are not "
+                    f"outputs the {estimator.backend_name} backend returns (it gives "
+                    f"{list(names)}); use a backend with every output, e.g. onnxruntime"
+                )
         return estimator
 
     # ------------------------------------------------------------------------------- info

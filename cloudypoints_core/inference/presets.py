@@ -64,7 +64,9 @@ class Preset:
     ``output_names`` list the names the official export uses (empty: take the graph's only
     one). ``input_multiples``: the first one dividing both sides of the input size is used.
     ``required_options``: :class:`ImportOptions` fields the user must give (e.g. ``max_depth_m``).
-    ``speed``: expected speed, for the README table.
+    ``speed``: expected speed, for the README table. ``importer_data``: what an importer of
+    another weights kind needs beyond the spec (e.g. the network configuration a ``.pth``
+    checkpoint is loaded into); the ONNX importer needs none.
     """
 
     name: str
@@ -79,6 +81,7 @@ class Preset:
     required_options: tuple[str, ...] = ()
     option_help: Mapping[str, str] = field(default_factory=dict)
     speed: str = ""
+    importer_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ Importer = Callable[[Preset, Path, Path, ImportOptions], Path]
 
 _DA_V2_CARD_SOURCE = (
     "Depth Anything V2 (https://github.com/DepthAnything/Depth-Anything-V2); checkpoints on "
-    "Hugging Face (depth-anything/Depth-Anything-V2-Small|Base|Large); ONNX exports e.g. "
+    "Hugging Face (depth-anything/Depth-Anything-V2-Small, -Base, -Large); ONNX exports e.g. "
     "https://github.com/fabio-sim/Depth-Anything-ONNX (the repository's own README points there)"
 )
 
@@ -162,7 +165,10 @@ for _preset in (
             "the indoor (Hypersim) weights"
         },
         card=CardFacts(
-            source=_DA_V2_CARD_SOURCE.replace("Small|Base|Large", "Metric-VKITTI|Hypersim-*"),
+            source=_DA_V2_CARD_SOURCE.replace(
+                "Depth-Anything-V2-Small, -Base, -Large",
+                "Depth-Anything-V2-Metric-VKITTI-* and -Metric-Hypersim-*",
+            ),
             licence="Small: Apache-2.0; Base/Large: CC-BY-NC-4.0 (non-commercial)",
             accuracy="Fine-tuned on synthetic data (Virtual KITTI 2 outdoor, max 80 m; "
             "Hypersim indoor, max 20 m); the metric_depth README publishes no KITTI table. The "
