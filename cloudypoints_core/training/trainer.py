@@ -209,6 +209,8 @@ def _lr_lambda(config: TrainingConfig, total_steps: int) -> Any:
 
 def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
     """The package spec of a model trained with ``config``."""
+    from cloudypoints_core.models import model_info
+
     return ModelSpec(
         name=config.model.name,
         architecture=config.model.architecture,
@@ -221,6 +223,7 @@ def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
         min_depth_m=config.model.valid_min_depth_m,
         max_depth_m=config.model.valid_max_depth_m,
         train_fx_px=float(train_fx_px),
+        input_multiple=model_info(config.model.architecture).input_multiple,
     )
 
 
