@@ -852,7 +852,7 @@ def _score_test_frames(
     """The student package (through the facade, as deployed) on the test frames: its agreement
     with the teacher, its error against the depth topic, and the teacher's own error there."""
     from cloudypoints_core.evaluation.metrics import mean_errors
-    from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image
+    from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image, scored_depth
     from cloudypoints_core.inference.facade import DepthEstimator
 
     protocol = EvalProtocol(
@@ -867,7 +867,10 @@ def _score_test_frames(
     try:
         for path in files:
             sample = DistillFrames([path], True)[0]
-            pred = student.predict(sample["rgb"], sample["intrinsics"]).depth_m
+            # Scored unmasked: the protocol clamps what the facade would publish as NaN.
+            pred = scored_depth(
+                student.predict(sample["rgb"], sample["intrinsics"], keep_unmasked=True)
+            )
             pairs = [("agreement", sample["depth_m"], pred)]
             if np.isfinite(sample["aux_depth_m"]).any():
                 pairs += [
