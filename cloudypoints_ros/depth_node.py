@@ -1,11 +1,14 @@
 """The ``cloudypoints_depth`` node: camera images in, metric depth, CameraInfo and clouds out.
 
 Data flow: image callback -> one-slot mailbox (newest wins) -> inference workers: message ->
-numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over -> publish thread:
-depth image, CameraInfo, PointCloud2 and an optional colour map -> publishers. The callbacks only
-hand messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while
-the network runs; a burst of frames costs one pending frame of memory, never a queue; and the
-cloud of frame k is assembled while later frames are inferred. On a CPU two workers, each with
+numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over (newest wins) ->
+publish thread: depth image, CameraInfo, PointCloud2 (back-projected straight into the buffer
+the message hands to rclpy) and an optional colour map -> publishers. The callbacks only hand
+messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while the
+network runs. Newest wins at every stage (the DDS reader keeps the last image, the mailbox one
+pending frame, the hand-over one finished frame), so under overload a frame waits behind at
+most one older frame per stage, never a queue; and the cloud of frame k is assembled while
+later frames are inferred. On a CPU two workers, each with
 its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
 than one model on two threads (no synchronisation between the cores inside every layer, and
 nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
@@ -46,6 +49,14 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+
+try:
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+except ImportError:  # Humble: the same classes in their former module
+    from rclpy.qos_event import (
+        PublisherEventCallbacks,
+        SubscriptionEventCallbacks,
+    )
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -447,11 +458,22 @@ class DepthNode(Node):
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
-        self._pub_depth = self.create_publisher(Image, "depth/image", out)
-        self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out)
-        self._pub_points = self.create_publisher(PointCloud2, "points", out)
-        self._pub_colormap = self.create_publisher(Image, "depth/colormap", out)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
+        # No QoS event handlers on the outputs: rclpy's executor walks every handler of every
+        # entity on each wake-up (several per frame), which cost the node about a millisecond
+        # of CPU per frame; the image subscription's problems are diagnosed by
+        # _diagnose_input instead.
+        quiet = PublisherEventCallbacks(use_default_callbacks=False)
+        self._pub_depth = self.create_publisher(Image, "depth/image", out, event_callbacks=quiet)
+        self._pub_info = self.create_publisher(
+            CameraInfo, "depth/camera_info", out, event_callbacks=quiet
+        )
+        self._pub_points = self.create_publisher(PointCloud2, "points", out, event_callbacks=quiet)
+        self._pub_colormap = self.create_publisher(
+            Image, "depth/colormap", out, event_callbacks=quiet
+        )
+        self._pub_diag = self.create_publisher(
+            DiagnosticArray, "/diagnostics", output_qos(10), event_callbacks=quiet
+        )
 
         reliable = bool(startup["reliable_input"])
         self._compressed = startup["input_transport"] == "compressed"
@@ -492,15 +514,22 @@ class DepthNode(Node):
 
     def _subscribe_images(self, reliable: bool) -> Any:
         self._input_reliable = reliable
+        # Without rclpy's default QoS event handlers (see the publishers): _diagnose_input
+        # reports an incompatible or silent camera in the log and /diagnostics.
+        quiet = SubscriptionEventCallbacks(use_default_callbacks=False)
         if self._compressed:
             return self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
+                CompressedImage,
+                "image/compressed",
+                self._on_image,
+                input_qos(reliable),
+                event_callbacks=quiet,
             )
         # Raw: the callback gets the serialized bytes and only frames the worker takes are read
         # (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy every
         # image three times, also those dropped because a newer one arrived.
         return self.create_subscription(
-            Image, "image", self._on_image, input_qos(reliable), raw=True
+            Image, "image", self._on_image, input_qos(reliable), raw=True, event_callbacks=quiet
         )
 
     def _match_input_reliability(self) -> None:

@@ -65,7 +65,7 @@ def test_default_launch_receives_every_image_from_a_camera_on_fastdds_defaults(
         )
         assert camera.returncode == 0, camera.stderr
         status = probe.latest_status(lambda s: s["frames_in"] == str(frames), timeout=10.0)
-        assert status["errors"] == "0"
+        assert status["input_problem"] == "none"
     finally:
         node.terminate()
         try:
