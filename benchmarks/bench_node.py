@@ -742,8 +742,10 @@ def serve(kind: str, width: int, height: int, ros_args: list[str]) -> int:
     """Subprocess entry: run server ``kind`` until SIGINT."""
     from rclpy.executors import ExternalShutdownException
 
-    from cloudypoints_ros.depth_node import DepthNode
+    from cloudypoints_ros.depth_node import DepthNode, configure_process
 
+    if kind != "transport":
+        configure_process()  # as the node's executable does
     rclpy.init(args=["serve", *ros_args])
     node: Node = (
         EchoNode(width, height)
@@ -820,6 +822,10 @@ def main() -> int:
     args = parser.parse_args(argv[:cut])
     if args.serve:
         return serve(args.serve, args.width, args.height, argv[cut:])
+    # The driver's receive thread timestamps the answers: it must not wait 5 ms (Python's
+    # default switch interval) for the GIL behind the sending loop, or that wait would count
+    # as the server's latency.
+    sys.setswitchinterval(0.0005)
     # Before any participant exists; the servers inherit it.
     if args.dds_profile == "none":
         os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)

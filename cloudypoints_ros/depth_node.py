@@ -1130,9 +1130,24 @@ class DepthNode(Node):
         super().destroy_node()
 
 
+#: Seconds a Python thread may hold the GIL while another waits for it (Python's default is
+#: 5 ms). The node hands every frame from thread to thread (executor, inference, publishing) and
+#: numpy and the runtimes give the GIL back around every large operation: under a flood of
+#: images each re-acquisition could wait up to the interval behind the executor thread, adding
+#: tens of milliseconds to a frame.
+SWITCH_INTERVAL_S = 0.0005
+
+
+def configure_process() -> None:
+    """Process-wide settings of the node's executable (not of the class: a library must not
+    change its host process); also used by benchmarks/bench_node.py's stand-in servers."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run the node until Ctrl-C; 0 on a clean stop, 1 when it cannot start (bad model/params),
     2 on malformed ROS arguments."""
+    configure_process()
     try:
         rclpy.init(args=list(args) if args is not None else None)
     except RuntimeError as exc:  # rclpy's RCLError: e.g. "-p name:=" without a value
