@@ -23,6 +23,14 @@ and documented in ``config/depth.yaml``. Model, backend, device and the input se
 start-up only: a model is megabytes of weights and maybe a TensorRT engine build, and swapping it
 under a running pipeline would stall or mix frames, so changing them at run time is refused with
 the reason; restart the node (``ros2 launch cloudypoints_ros depth.launch.py model:=...``).
+
+Relative models (``relative_inverse_depth``, ``affine_inverse_depth``, ``disparity``) are
+published in metres only through a stated source (``scale.*`` parameters): the road under a
+camera of known height and pitch (from the parameters, or from TF with ``scale.ground_frame``
+where ``tf2_ros`` is installed), fitted per frame and smoothed over frames by one shared
+:class:`~cloudypoints_core.inference.scale_tracker.ScaleTracker` (a failed fit reuses the last
+good one), or a fixed scale. A relative model without any is refused at start-up, naming the
+parameter to set; scale, shift, inlier ratio and method are reported in ``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -63,9 +71,11 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
-from cloudypoints_core.errors import CloudyPointsError, ConfigError
+from cloudypoints_core.errors import CloudyPointsError, ConfigError, ScaleError
 from cloudypoints_core.geometry import Intrinsics, resize_image
 from cloudypoints_core.image import colorize_depth
+from cloudypoints_core.inference.scale import ScaleFit, mounting_from_transform
+from cloudypoints_core.inference.scale_tracker import ScaleTracker
 from cloudypoints_core.pointcloud import backproject_packed
 from cloudypoints_ros import NODE_NAME
 from cloudypoints_ros import conversions as conv
@@ -77,6 +87,7 @@ from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 OUTPUT_RESOLUTIONS = ("input", "model")
 INPUT_TRANSPORTS = ("raw", "compressed")
+SCALE_METHODS = ("auto", "ground_plane", "fixed", "none")
 #: A stamp further than this from the node's clock is from another clock (e.g. a bag played
 #: without re-stamping): its latency is not a latency and is left out of the percentiles.
 _PLAUSIBLE_LATENCY_S = 3600.0
@@ -256,6 +267,50 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         float_range=(0.0, 3600.0),
     ),
     ParamSpec(
+        "scale.method",
+        "auto",
+        "Metric scale of relative models (metric models ignore it): ground_plane fits scale and "
+        "shift on the road from the camera height and pitch; fixed uses scale.fixed; auto: the "
+        "ground when a height is known (parameter or TF), else scale.fixed; none is refused for "
+        "a relative model (its depth is not metres)",
+        choices=SCALE_METHODS,
+        startup_only=True,
+    ),
+    ParamSpec(
+        "scale.camera_height_m",
+        0.0,
+        "Height of the camera centre above the road (m) for the ground fit; 0 = not set",
+        float_range=(0.0, 100.0),
+    ),
+    ParamSpec(
+        "scale.camera_pitch_rad",
+        0.0,
+        "Pitch of the camera (rad, positive looks down, as Cityscapes' camera.json)",
+        float_range=(-1.5, 1.5),
+    ),
+    ParamSpec(
+        "scale.fixed",
+        0.0,
+        "Fixed scale of a relative model: depth = scale.fixed / (output + scale.fixed_shift); "
+        "0 = not set",
+        float_range=(0.0, 1.0e9),
+        startup_only=True,
+    ),
+    ParamSpec(
+        "scale.fixed_shift",
+        0.0,
+        "Shift (in the model's output units) used with scale.fixed for affine models",
+        float_range=(-1.0e9, 1.0e9),
+        startup_only=True,
+    ),
+    ParamSpec(
+        "scale.ground_frame",
+        "",
+        "TF frame on the road under the camera (e.g. base_footprint): camera height and pitch "
+        "are read from TF per frame instead of the parameters (needs tf2_ros); empty = off",
+        startup_only=True,
+    ),
+    ParamSpec(
         "stats_period_s",
         5.0,
         "Seconds between health reports (log and /diagnostics)",
@@ -280,6 +335,8 @@ class FrameOptions:
     publish_colormap: bool
     fallback: tuple[float, float, float, float]
     fallback_timeout_s: float
+    camera_height_m: float = 0.0
+    camera_pitch_rad: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -494,7 +551,7 @@ class DepthNode(Node):
         startup = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
         problems = [
             f"{name}={startup[name]!r} (expected one of {_SPECS[name].choices})"
-            for name in ("backend", "output_resolution", "input_transport")
+            for name in ("backend", "output_resolution", "input_transport", "scale.method")
             if startup[name] not in (_SPECS[name].choices or ())
         ]
         if startup["cloud.min_range_m"] > startup["cloud.max_range_m"]:
@@ -516,6 +573,15 @@ class DepthNode(Node):
 
         # An injected estimator stays its owner's to close.
         self._owns_estimator = estimator is None
+        self._output_kind = self._check_scale_source(startup, estimator)
+        self._scale_method = str(startup["scale.method"])
+        self._ground_frame = str(startup["scale.ground_frame"])
+        self._scale_tracker = ScaleTracker()
+        self._last_scale: tuple[str, float, float, ScaleFit | None] | None = None
+        self._tf_buffer: Any | None = None
+        self._tf_listener: Any | None = None
+        if self._ground_frame and self._output_kind != "metric_depth":
+            self._start_tf()
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
         self._estimator = self._estimators[0]
         self._done: _InOrder[_Inferred] = _InOrder()
@@ -584,6 +650,101 @@ class DepthNode(Node):
             f"({'reliable' if reliable else 'best effort'}) and {self._info_sub.topic_name}; "
             f"depth on {self._pub_depth.topic_name}, cloud on {self._pub_points.topic_name}"
         )
+        if self._output_kind != "metric_depth":
+            if self._ground_frame:
+                source = f"the road, camera mounting from TF {self._ground_frame} -> image frame"
+            elif startup["scale.camera_height_m"] > 0:
+                source = (
+                    f"the road, camera {startup['scale.camera_height_m']:.3f} m high, pitch "
+                    f"{startup['scale.camera_pitch_rad']:.4f} rad"
+                )
+            else:
+                source = "no ground fit"
+            if startup["scale.fixed"] > 0:
+                source += (
+                    f"; fixed scale {startup['scale.fixed']:g}, shift "
+                    f"{startup['scale.fixed_shift']:g}"
+                )
+            self.get_logger().info(
+                f"{self._output_kind} model: metres from scale.method "
+                f"{self._scale_method!r} ({source})"
+            )
+
+    def _check_scale_source(self, startup: dict[str, Any], estimator: Any | None) -> str:
+        """The model's output kind; ConfigError (naming the parameter to set) when a relative
+        model would have no way to metres."""
+        if estimator is not None:
+            spec = getattr(estimator, "spec", None)
+        else:
+            from cloudypoints_core.inference.package import load_model_package
+
+            spec = load_model_package(str(startup["model_path"]) or None).spec
+        kind = str(getattr(spec, "output_kind", "metric_depth"))
+        if kind == "metric_depth":
+            return kind
+        name = getattr(spec, "name", "?")
+        unknown = "scale and shift" if kind == "affine_inverse_depth" else "scale"
+        what = f"model {name!r} gives {kind} (depth up to an unknown {unknown}), "
+        method = startup["scale.method"]
+        ground = startup["scale.camera_height_m"] > 0 or bool(startup["scale.ground_frame"])
+        fixed = startup["scale.fixed"] > 0
+        ground_hint = (
+            "set scale.camera_height_m (metres above the road) and scale.camera_pitch_rad, or "
+            "scale.ground_frame (read from TF, needs tf2_ros)"
+        )
+        if method == "none":
+            raise ConfigError(
+                what + "and scale.method is 'none': it would be published as metres. "
+                f"Set scale.method to auto or ground_plane and {ground_hint}; or set scale.fixed"
+            )
+        if method == "fixed" and not fixed:
+            raise ConfigError(what + "scale.method is 'fixed' but scale.fixed is not set (> 0)")
+        if method == "ground_plane" and not ground:
+            raise ConfigError(what + f"scale.method is 'ground_plane': {ground_hint}")
+        if method == "auto" and not (ground or fixed):
+            raise ConfigError(
+                what + f"and has no metric scale source: {ground_hint}; or set scale.fixed "
+                "(depth = scale.fixed / (output + scale.fixed_shift))"
+            )
+        return kind
+
+    def _start_tf(self) -> None:
+        import importlib
+
+        try:
+            # Through importlib: tf2_ros comes with a full ROS 2 install, not from PyPI.
+            tf2_ros = importlib.import_module("tf2_ros")
+        except ImportError as exc:
+            raise ConfigError(
+                f"scale.ground_frame={self._ground_frame!r} needs tf2_ros, which is not "
+                "installed (a full ROS 2 install has it: apt install ros-<distro>-tf2-ros); "
+                "set scale.camera_height_m and scale.camera_pitch_rad instead"
+            ) from exc
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+    def _mounting(self, frame_id: str, opts: FrameOptions) -> tuple[float | None, float]:
+        """(camera height m or None, pitch rad) for a frame: TF when scale.ground_frame is set
+        (the parameters when the lookup fails), else the parameters. Untested here: tf2_ros
+        cannot be installed from PyPI; mounting_from_transform is tested in the core."""
+        height = opts.camera_height_m if opts.camera_height_m > 0 else None
+        pitch = opts.camera_pitch_rad
+        if self._tf_buffer is None:
+            return height, pitch
+        try:
+            from rclpy.time import Time
+
+            tf = self._tf_buffer.lookup_transform(self._ground_frame, frame_id, Time())
+            t, q = tf.transform.translation, tf.transform.rotation
+            mount = mounting_from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except Exception as exc:  # tf2 raises several exception types; each means "no TF now"
+            self._degraded(
+                "no_ground_transform",
+                f"no usable transform {self._ground_frame} -> {frame_id} ({exc}); using the "
+                "scale.camera_* parameters or the last good scale",
+            )
+            return height, pitch
+        return mount.height_m, mount.pitch_rad
 
     def _subscribe_images(self, reliable: bool) -> Any:
         self._input_reliable = reliable
@@ -690,6 +851,12 @@ class DepthNode(Node):
             # (measured: the node's frames/s rises by a large factor without it; the bare
             # network loses about a tenth; benchmarks/bench_node.py). Ignored by other backends.
             options["allow_spinning"] = False
+        options["scale_method"] = str(startup["scale.method"])
+        if startup["scale.fixed"] > 0:
+            options["fixed_scale"] = float(startup["scale.fixed"])
+            options["fixed_shift"] = float(startup["scale.fixed_shift"])
+        # One tracker for all workers: they see one camera, so one smoothed scale.
+        options["scale_tracker"] = self._scale_tracker
         path = str(startup["model_path"]) or None
         if not quiet:
             self.get_logger().info(
@@ -742,6 +909,20 @@ class DepthNode(Node):
                     reason=f"{param.name} must be one of {spec.choices}, got {param.value!r}",
                 )
             values[param.name] = param.value
+        if (
+            self._output_kind != "metric_depth"
+            and values["scale.camera_height_m"] <= 0
+            and not values["scale.ground_frame"]
+            and (values["scale.method"] == "ground_plane" or values["scale.fixed"] <= 0)
+            and values["scale.method"] != "fixed"
+        ):
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    "scale.camera_height_m is the only metric scale source of the "
+                    f"{self._output_kind} model; it must stay > 0"
+                ),
+            )
         if values["cloud.min_range_m"] > values["cloud.max_range_m"]:
             return SetParametersResult(
                 successful=False,
@@ -771,6 +952,8 @@ class DepthNode(Node):
                 float(v["fallback.cy"]),
             ),
             fallback_timeout_s=float(v["fallback.timeout_s"]),
+            camera_height_m=float(v["scale.camera_height_m"]),
+            camera_pitch_rad=float(v["scale.camera_pitch_rad"]),
         )
 
     def _infer_loop(self, estimator: Any, worker: int = 0) -> None:
@@ -915,10 +1098,24 @@ class DepthNode(Node):
         opts = self._frame_options()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         intr = self._intrinsics_for(stamp_ns, width, height, opts)
+        mounting: dict[str, Any] = {}
+        if self._output_kind != "metric_depth":
+            height, pitch = self._mounting(str(msg.header.frame_id), opts)
+            mounting = {"camera_height_m": height, "camera_pitch_rad": pitch}
         try:
-            result = estimator.predict(rgb, intr, output_resolution=opts.output_resolution)
+            result = estimator.predict(
+                rgb, intr, output_resolution=opts.output_resolution, **mounting
+            )
+        except (ScaleError, ConfigError) as exc:
+            raise _Rejected("no_metric_scale", str(exc)) from exc
         except CloudyPointsError as exc:
             raise _Rejected("inference_error", str(exc)) from exc
+        self._last_scale = (
+            str(getattr(result, "scale_method", "?")),
+            float(getattr(result, "scale", math.nan)),
+            float(getattr(result, "shift", 0.0)),
+            getattr(result, "scale_fit", None),
+        )
         return _Inferred(job, msg.header, rgb, intr, result, opts, stamp_ns)
 
     def _publish(self, item: _Inferred) -> None:
@@ -1104,6 +1301,7 @@ class DepthNode(Node):
         for key, pcts in timings:
             for name, value in pcts.items():
                 values.append((f"{key}_{name}_ms", "nan" if math.isnan(value) else f"{value:.1f}"))
+        values += self._scale_values()
         values += [(f"error.{k}", v) for k, v in sorted(snap.errors.items())]
         values += [(f"warning.{k}", v) for k, v in sorted(snap.warnings.items())]
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values]
@@ -1111,6 +1309,35 @@ class DepthNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [status]
         return array
+
+    def _scale_values(self) -> list[tuple[str, object]]:
+        """How the last frame got metres: method, scale, shift, the ground fit and its tracker."""
+        values: list[tuple[str, object]] = [
+            ("output_kind", self._output_kind),
+            ("scale.method", self._scale_method),
+        ]
+        last = self._last_scale
+        if last is not None:
+            used, scale, shift, fit = last
+            values += [("scale.used", used), ("scale.scale", f"{scale:.6g}")]
+            values += [("scale.shift", f"{shift:.6g}")]
+            if fit is not None:
+                values += [
+                    ("scale.fit", fit.method),
+                    ("scale.inlier_ratio", f"{fit.inlier_ratio:.3f}"),
+                    ("scale.fit_ok", str(fit.ok).lower()),
+                ]
+        if self._output_kind != "metric_depth":
+            state = self._scale_tracker.state
+            values += [
+                ("scale.fits", state.fits),
+                ("scale.fit_failures", state.failures),
+                ("scale.fit_outliers", state.outliers),
+                ("scale.frames_held", state.frames_since_fit),
+            ]
+            if state.reason:
+                values.append(("scale.last_problem", state.reason))
+        return values
 
     # ------------------------------------------------------------------------------ teardown
     def destroy_node(self) -> None:

@@ -6,8 +6,10 @@
 Arguments: ``model`` (model package path; empty keeps the params file's value, whose default is
 the bundled model), ``backend`` and ``device`` (empty keeps the params file's value),
 ``image_topic``, ``camera_info_topic``, ``namespace``, ``params_file`` (default: the package's
-config/depth.yaml), ``reliable_input``, ``dds_profile`` and ``use_rviz``. With
-``input_transport: compressed`` in the params file the node reads ``<image_topic>/compressed``.
+config/depth.yaml), ``reliable_input``, ``dds_profile`` and ``use_rviz``; for relative models
+``camera_height_m``, ``camera_pitch_rad``, ``scale_method`` and ``ground_frame`` set the
+``scale.*`` parameters (empty keeps the params file's value). With ``input_transport:
+compressed`` in the params file the node reads ``<image_topic>/compressed``.
 
 ``dds_profile`` (default: the package's config/fastdds_shm_large.xml) becomes the node's
 ``FASTDDS_DEFAULT_PROFILES_FILE``: megabyte images and clouds cross the shared memory in one
@@ -50,6 +52,16 @@ def _depth_node(context, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - lau
         overrides["reliable_input"] = reliable == "true"
     elif reliable:
         raise ValueError(f"reliable_input must be true, false or empty, got {reliable!r}")
+    for name in ("camera_height_m", "camera_pitch_rad"):
+        text = arg(name).strip()
+        if text:
+            try:
+                overrides[f"scale.{name}"] = float(text)
+            except ValueError:
+                raise ValueError(f"{name} must be a number or empty, got {text!r}") from None
+    for name, param in (("scale_method", "scale.method"), ("ground_frame", "scale.ground_frame")):
+        if arg(name):
+            overrides[param] = arg(name)
     parameters: list = [arg("params_file")]
     if overrides:
         parameters.append(overrides)
@@ -133,6 +145,30 @@ def generate_launch_description() -> LaunchDescription:
             default_value="",
             description="true: reliable input subscriptions (large images over a busy network "
             "are lost less); false: sensor-data QoS; empty: the params file's value",
+        ),
+        DeclareLaunchArgument(
+            "camera_height_m",
+            default_value="",
+            description="Relative models: camera height above the road (m) for the metric scale "
+            "(scale.camera_height_m); empty: the params file's value",
+        ),
+        DeclareLaunchArgument(
+            "camera_pitch_rad",
+            default_value="",
+            description="Relative models: camera pitch (rad, positive looks down); empty: the "
+            "params file's value",
+        ),
+        DeclareLaunchArgument(
+            "scale_method",
+            default_value="",
+            description="auto, ground_plane, fixed or none (scale.method); empty: the params "
+            "file's value",
+        ),
+        DeclareLaunchArgument(
+            "ground_frame",
+            default_value="",
+            description="TF frame on the road (e.g. base_footprint) to read the camera height "
+            "and pitch from (needs tf2_ros); empty: the params file's value",
         ),
         DeclareLaunchArgument(
             "dds_profile",

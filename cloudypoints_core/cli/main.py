@@ -25,7 +25,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "card",
     "train",
+    "distill",
     "export",
+    "import_model",
+    "doctor",
 )
 
 log = logging.getLogger("cloudypoints")

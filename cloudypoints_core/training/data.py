@@ -8,6 +8,10 @@ Sample-dict schema (what every registered data set returns from ``__getitem__``)
 - ``"intrinsics"``: :class:`~cloudypoints_core.geometry.Intrinsics` of ``rgb``
 - optional ``"far_mask"``: (H, W) bool, pixels known to lie beyond any depth range (SynthCity's
   sky); with ``data.far_targets: clamp`` they are trained as the head's maximum depth
+- optional ``"aux_depth_m"``: (H, W) float32, a second supervision source aligned with ``rgb``
+  (e.g. LiDAR projected to the camera: sparse, NaN or 0 where empty), trained with weight
+  ``optim.aux_weight`` beside ``depth_m`` (weight ``optim.depth_weight``) and scored as the
+  ``aux_*`` metrics; a data set provides it for every sample or for none
 - optional identifiers (``"seed"``, ``"index"``, ``"name"``...) are carried along untouched
 
 A data set is any object with ``__len__`` and ``__getitem__`` returning such dicts. It is made by
@@ -61,6 +65,7 @@ DatasetFactory = Callable[..., Any]
 _DATASETS: dict[str, DatasetFactory | str] = {
     "synthcity": "cloudypoints_core.training.data:synthcity_dataset",
     "cityscapes": "cloudypoints_core.data.cityscapes:training_dataset",
+    "distill": "cloudypoints_core.training.distill:distill_dataset",
 }
 
 
@@ -325,6 +330,12 @@ def _resize(array: npt.NDArray[Any], width: int, height: int, nearest: bool) -> 
     return cv2.resize(np.ascontiguousarray(array), (width, height), interpolation=interp)
 
 
+def _metric(depth: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Metric depth with every invalid value (non-finite, <= 0) as NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+
+
 class SampleTransform:
     """Sample dict -> network tensors: geometry (+ augmentation), normalisation, canonical targets.
 
@@ -366,11 +377,22 @@ class SampleTransform:
         intr: Intrinsics = sample["intrinsics"]
         far = sample.get("far_mask")
         far = np.zeros(depth.shape, bool) if far is None else np.asarray(far, bool)
+        aux = sample.get("aux_depth_m")
         if rgb.shape[:2] != depth.shape or intr.shape != depth.shape:
             raise DatasetError(
                 f"sample {index}: rgb {rgb.shape[:2]}, depth {depth.shape} and intrinsics "
                 f"{intr.shape} must have the same size"
             )
+        if aux is not None:
+            aux = np.asarray(aux, dtype=np.float32)
+            if aux.shape != depth.shape:
+                raise DatasetError(
+                    f"sample {index}: aux_depth_m {aux.shape} must have the size of depth_m "
+                    f"{depth.shape}"
+                )
+            # Riding along as a second channel keeps both depths on exactly the same pixels
+            # through every resize, crop and flip.
+            depth = np.stack([depth, aux], axis=-1)
         if self.augment is None:
             rgb = _resize(rgb, self.width, self.height, nearest=False)
             depth = _resize(depth, self.width, self.height, nearest=True)
@@ -381,16 +403,26 @@ class SampleTransform:
             rng = np.random.default_rng([self.seed, int(epoch), int(index)])
             rgb, depth, far, intr = self._geometry(rgb, depth, far, intr, rng)
             rgb_f = self._colour(rgb, rng)
+        if aux is not None:
+            depth, aux = depth[..., 0], depth[..., 1]
         image = np.ascontiguousarray(rgb_f.transpose(2, 0, 1))
         target, mask = self.targets(depth, far, intr.fx_px)
-        metric = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-        return {
+        out = {
             "image": image,
             "target": target[None],
             "mask": mask[None],
-            "depth_m": metric[None],
+            "depth_m": _metric(depth)[None],
             "fx_px": np.float32(intr.fx_px),
         }
+        if aux is not None:
+            # A second source knows nothing of the first's far mask (LiDAR has no sky).
+            aux_target, aux_mask = self.targets(aux, np.zeros(aux.shape, bool), intr.fx_px)
+            out.update(
+                aux_target=aux_target[None],
+                aux_mask=aux_mask[None],
+                aux_depth_m=_metric(aux)[None],
+            )
+        return out
 
     def targets(
         self, depth: npt.NDArray[np.float32], far: npt.NDArray[np.bool_], fx_px: float
@@ -421,7 +453,7 @@ class SampleTransform:
         lo, hi = aug.scale_range
         scale = math.exp(rng.uniform(math.log(lo), math.log(hi))) if hi > lo else lo
         # Enlarge the source so that it covers the input size at ``scale``, keeping its aspect.
-        h0, w0 = depth.shape
+        h0, w0 = depth.shape[:2]
         factor = scale * max(self.width / w0, self.height / h0)
         new_w = max(self.width, round(w0 * factor))
         new_h = max(self.height, round(h0 * factor))

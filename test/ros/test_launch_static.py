@@ -103,6 +103,10 @@ def test_launch_arguments_map_to_parameters_and_remappings(
         "namespace",
         "params_file",
         "reliable_input",
+        "camera_height_m",
+        "camera_pitch_rad",
+        "scale_method",
+        "ground_frame",
         "dds_profile",
         "use_rviz",
     }
@@ -154,6 +158,19 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     assert node.kwargs["parameters"][1] == {"reliable_input": True}
     with pytest.raises(ValueError, match="reliable_input"):
         _evaluate(module, reliable_input="yes")
+
+    _, (_, node) = _evaluate(
+        module, camera_height_m="1.22", camera_pitch_rad="0.038", scale_method="ground_plane"
+    )
+    assert node.kwargs["parameters"][1] == {
+        "scale.camera_height_m": 1.22,
+        "scale.camera_pitch_rad": 0.038,
+        "scale.method": "ground_plane",
+    }
+    _, (_, node) = _evaluate(module, ground_frame="base_footprint")
+    assert node.kwargs["parameters"][1] == {"scale.ground_frame": "base_footprint"}
+    with pytest.raises(ValueError, match="camera_height_m"):
+        _evaluate(module, camera_height_m="tall")
 
 
 def test_shipped_dds_profile_is_installed_and_bounds_the_shared_memory_queue() -> None:
