@@ -64,8 +64,9 @@ def test_default_launch_receives_every_image_from_a_camera_on_fastdds_defaults(
             timeout=120.0,
         )
         assert camera.returncode == 0, camera.stderr
-        status = probe.latest_status(lambda s: s["frames_in"] == str(frames), timeout=10.0)
-        assert status["input_problem"] == "none"
+        # Every image arrived (the camera has already stopped sending, so the node may by now
+        # rightly report input_not_arriving).
+        probe.latest_status(lambda s: s["frames_in"] == str(frames), timeout=10.0)
     finally:
         node.terminate()
         try:
