@@ -382,3 +382,27 @@ def test_cli_distill_one_command(tmp_path: Path, synth_bags: list[str]) -> None:
     assert (out / "package" / "model.onnx").is_file()
     # A bad value is a one-line error and exit code 2, not a traceback.
     assert main(["distill", "--bag", synth_bags[0], "--out", str(out), "distill.gap_s=-1"]) == 2
+
+
+def test_pixels_the_teacher_marks_invalid_are_not_learned_as_far(tmp_path: Path) -> None:
+    from cloudypoints_core.training.distill import DistillFrames
+
+    teacher = np.full((32, 64), 12.0, np.float32)
+    teacher[:10] = np.nan  # sky / beyond the teacher's range
+    depth = np.full((32, 64), np.nan, np.float32)
+    depth[20, 5] = 9.0
+    path = tmp_path / "f.npz"
+    np.savez(
+        path,
+        rgb=np.zeros((32, 64, 3), np.uint8),
+        teacher_m=teacher,
+        depth_m=depth,
+        intrinsics=np.array([40.0, 40.0, 31.5, 15.5]),
+    )
+    sample = DistillFrames([path], has_aux=True)[0]
+    data = DataConfig(input_width=64, input_height=32, far_targets="clamp")
+    out = SampleTransform(data, (0.5,) * 3, (0.25,) * 3, 40.0, (0.5, 100.0))(sample)
+    assert not out["mask"][0, :10].any()  # excluded, not trained as the head's maximum
+    assert out["mask"][0, 10:].all()
+    np.testing.assert_allclose(out["target"][0, 10:], 12.0)
+    assert out["aux_mask"][0].sum() == 1 and out["aux_target"][0, 20, 5] == 9.0
