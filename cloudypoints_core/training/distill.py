@@ -1029,6 +1029,11 @@ def distill(
         val={"manifest": manifest_path, "split": "val"},
         test={"manifest": manifest_path, "split": "test"},
     )
+    if not has_depth and dcfg.teacher_weight == 0:
+        raise ConfigError(
+            "distill.teacher_weight is 0 but the recordings have no depth topic: nothing to "
+            "learn from (give --depth-topic or a positive teacher weight)"
+        )
     train_cfg = tcfg
     if not has_depth and tcfg.train.best_metric.startswith("aux_"):
         # Without a depth topic the only reference is the teacher.
