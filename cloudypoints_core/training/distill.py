@@ -572,6 +572,7 @@ def label_sources(
     """
     from tqdm import tqdm
 
+    from cloudypoints_core.bags.evaluate import _prefetch
     from cloudypoints_core.inference.facade import resize_depth
 
     width, height = label_size
@@ -616,8 +617,11 @@ def label_sources(
             disable=not config.progress or None,
             mininterval=1.0,
         )
+        # Bag reading and decoding run a frame or two ahead in a thread (they release the GIL),
+        # overlapping with the teacher: the same prefetch `bag evaluate` uses.
+        frames = _prefetch(source.frames())
         try:
-            for frame in source.frames():
+            for frame in frames:
                 if frame.index % config.frame_stride:
                     continue
                 if config.max_frames_per_source and len(labels) >= config.max_frames_per_source:
@@ -658,6 +662,7 @@ def label_sources(
                 )
                 bar.update(1)
         finally:
+            frames.close()
             bar.close()
         if not labels:
             raise DatasetError(f"{source.name}: no usable frames (see the log for why)")
