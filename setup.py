@@ -15,7 +15,7 @@ def _data_files() -> list[tuple[str, list[str]]]:
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (share, ["package.xml"]),
         (f"{share}/launch", glob("launch/*.py")),
-        (f"{share}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"{share}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
     ]
     return files
 

@@ -42,3 +42,8 @@ class DatasetError(CloudyPointsError):
 
 class BagError(CloudyPointsError):
     """A rosbag2 is missing, truncated or lacks the expected topics."""
+
+
+class ScaleError(CloudyPointsError):
+    """A relative depth model has no metric scale for a frame: the ground fit failed and no
+    fallback (a held fit, a fixed scale) is configured. Callers drop the frame or fall back."""

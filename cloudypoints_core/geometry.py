@@ -36,6 +36,7 @@ __all__ = [
     "backproject",
     "crop_image",
     "distort_normalised",
+    "pixel_rays",
     "project",
     "ray_grid",
     "resize_image",
@@ -121,13 +122,16 @@ class Intrinsics:
     # ----------------------------------------------------------------------------- constructors
     @classmethod
     def from_camera_info(cls, msg: CameraInfoLike) -> Intrinsics:
-        """Intrinsics of a CameraInfo message (rclpy or rosbags): P for rectified images, else K
-        and D. IntrinsicsError for zero or non-finite focal lengths and a zero image size."""
+        """Intrinsics of the image a CameraInfo message (rclpy or rosbags) describes: P for
+        rectified images, else K and D, then its binning and ROI applied (REP 104; messages
+        without those fields are full-resolution cameras). IntrinsicsError for zero or
+        non-finite focal lengths, a zero image size, or a ROI outside the calibrated image."""
         if msg.width == 0 or msg.height == 0:
             raise IntrinsicsError(
                 f"CameraInfo has image size {msg.width}x{msg.height}; "
                 "a calibrated size is required"
             )
+        roi = getattr(msg, "roi", None)
         return cls.from_ros(
             k=np.asarray(msg.k, dtype=np.float64),
             width=int(msg.width),
@@ -135,6 +139,11 @@ class Intrinsics:
             d=np.asarray(msg.d, dtype=np.float64),
             distortion_model=str(msg.distortion_model),
             p=np.asarray(msg.p, dtype=np.float64),
+            binning_x=int(getattr(msg, "binning_x", 0) or 0),
+            binning_y=int(getattr(msg, "binning_y", 0) or 0),
+            roi=None
+            if roi is None
+            else (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
         )
 
     @classmethod
@@ -148,6 +157,9 @@ class Intrinsics:
         p: Sequence[float] | npt.ArrayLike | None = None,
         *,
         rectified: bool = False,
+        binning_x: int = 0,
+        binning_y: int = 0,
+        roi: tuple[int, int, int, int] | None = None,
     ) -> Intrinsics:
         """Intrinsics from CameraInfo fields: K (9 values, row-major 3x3), D, P (12 values).
 
@@ -156,6 +168,15 @@ class Intrinsics:
         ``rectified=True`` for an ``image_rect`` topic whose CameraInfo still carries the raw
         camera's D: then P is used and D ignored, as ``depth_image_proc`` does. An unsupported
         distortion model is accepted when all of D is zero (it then describes nothing).
+
+        ``width`` x ``height`` is the calibrated (full) resolution K, D and P describe. REP 104:
+        the image actually sent is the region ``roi`` = (x_offset, y_offset, width, height) of
+        that image (all zeros or None: the whole image), then binned by ``binning_x`` x
+        ``binning_y`` (0 or 1: none); the result describes that image: the ROI shifts the
+        principal point (:meth:`cropped`), binning b maps a b x b block to one pixel centred
+        on the block, i.e. a resize by 1/b (:meth:`resized`: cx -> (cx + 0.5) / b - 0.5), with
+        (roi width // b) x (roi height // b) pixels. Distortion lives in normalised coordinates
+        and carries over unchanged.
         """
         k_arr = np.asarray(k, dtype=np.float64).reshape(-1)
         if k_arr.size != 9:
@@ -184,9 +205,39 @@ class Intrinsics:
             if p_arr[0] > 0 and p_arr[5] > 0:
                 fx, fy, cx, cy = p_arr[0], p_arr[5], p_arr[2], p_arr[6]
         dist = tuple(float(c) for c in d_arr)
-        return cls(
+        full = cls(
             float(fx), float(fy), float(cx), float(cy), int(width), int(height), dist, model
         )
+        return full._binned_roi(binning_x, binning_y, roi)
+
+    def _binned_roi(
+        self, binning_x: int, binning_y: int, roi: tuple[int, int, int, int] | None
+    ) -> Intrinsics:
+        """This full-resolution camera's intrinsics for the ROI, then binning, of REP 104."""
+        for name, value in (("binning_x", binning_x), ("binning_y", binning_y)):
+            if not (isinstance(value, numbers.Integral) and value >= 0):
+                raise IntrinsicsError(f"{name} must be a non-negative integer, got {value!r}")
+        out = self
+        if roi is not None and any(roi):
+            x0, y0, w, h = (int(v) for v in roi)
+            if w == 0 and h == 0:
+                w, h = self.width - x0, self.height - y0  # an offset alone: the rest
+            if w <= 0 or h <= 0 or x0 + w > self.width or y0 + h > self.height:
+                raise IntrinsicsError(
+                    f"CameraInfo ROI x_offset={x0} y_offset={y0} {w}x{h} does not fit the "
+                    f"calibrated {self.width}x{self.height} image"
+                )
+            out = out.cropped(x0, y0, w, h)
+        bx, by = max(int(binning_x), 1), max(int(binning_y), 1)
+        if bx == 1 and by == 1:
+            return out
+        w, h = out.width // bx, out.height // by
+        if w == 0 or h == 0:
+            raise IntrinsicsError(
+                f"binning {bx}x{by} leaves no pixel of a {out.width}x{out.height} image"
+            )
+        # Pixels that do not fill a whole bin at the right and bottom edges are not sent.
+        return out.cropped(0, 0, w * bx, h * by).resized(w, h)
 
     # ------------------------------------------------------------------------------- accessors
     @property
@@ -255,6 +306,22 @@ class Intrinsics:
             self,
             cx_px=self.cx_px - x0,
             cy_px=self.cy_px - y0,
+            width=int(width),
+            height=int(height),
+        )
+
+    def padded(self, left: int, top: int, width: int, height: int) -> Intrinsics:
+        """Intrinsics of this image placed at (``left``, ``top``) on a ``width`` x ``height``
+        canvas (letterboxing): a crop with a negative offset, cx -> cx + left, cy -> cy + top."""
+        if left < 0 or top < 0 or left + self.width > width or top + self.height > height:
+            raise IntrinsicsError(
+                f"cannot place the {self.width}x{self.height} image at ({left}, {top}) on a "
+                f"{width}x{height} canvas"
+            )
+        return replace(
+            self,
+            cx_px=self.cx_px + left,
+            cy_px=self.cy_px + top,
             width=int(width),
             height=int(height),
         )
@@ -453,6 +520,26 @@ def ray_grid(intr: Intrinsics) -> npt.NDArray[np.float32]:
     if not isinstance(intr, Intrinsics):
         raise InputError(f"ray_grid needs Intrinsics, got {type(intr).__name__}")
     return _ray_grid_cached(intr)
+
+
+def pixel_rays(intr: Intrinsics, u: npt.ArrayLike, v: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Rays (x/z, y/z, 1), (N, 3), through integer pixels (u, v): rows of :func:`ray_grid`.
+
+    The one ray computation for everything that undistorts (back-projection, the ground-plane
+    fit): the same undistortion, iterations and validity check, NaN rays where the distortion
+    cannot be inverted.
+    """
+    cols = np.asarray(u).reshape(-1)
+    rows = np.asarray(v).reshape(-1)
+    if cols.shape != rows.shape:
+        raise InputError(f"u and v must have one length, got {cols.size} and {rows.size}")
+    if not (np.issubdtype(cols.dtype, np.integer) and np.issubdtype(rows.dtype, np.integer)):
+        raise InputError(f"u and v must be integer pixel indices, got {cols.dtype}/{rows.dtype}")
+    if cols.size and (
+        cols.min() < 0 or rows.min() < 0 or cols.max() >= intr.width or rows.max() >= intr.height
+    ):
+        raise InputError(f"pixels outside the {intr.width}x{intr.height} image")
+    return ray_grid(intr)[rows, cols]
 
 
 # ------------------------------------------------------------------------------ back-projection

@@ -203,13 +203,17 @@ def compressed_to_rgb(msg: CompressedImageLike) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def numpy_to_image_fields(array_: npt.NDArray[Any], encoding: str) -> dict[str, Any]:
+def numpy_to_image_fields(
+    array_: npt.NDArray[Any], encoding: str, *, copy: bool = True
+) -> dict[str, Any]:
     """The fields of a sensor_msgs/Image for ``array_`` (header excluded).
 
     Returns ``height``, ``width``, ``encoding``, ``is_bigendian``, ``step`` (unpadded rows) and
     ``data`` as an ``array.array('B')``: an rclpy message's ``data`` setter copies that with one
     memcpy (it iterates element by element over numpy arrays and memoryviews), and
-    ``np.frombuffer`` views it without copying for rosbags messages.
+    ``np.frombuffer`` views it without copying for rosbags messages. With ``copy=False`` ``data``
+    is a 1-D uint8 numpy view of the (contiguous, native-order) pixels instead, for a caller
+    that copies them into a buffer of its own.
     """
     name, info = _encoding_info(encoding)
     if not isinstance(array_, np.ndarray):
@@ -232,10 +236,12 @@ def numpy_to_image_fields(array_: npt.NDArray[Any], encoding: str) -> dict[str, 
     if arr.dtype != native:
         arr = arr.astype(native)
     arr = np.ascontiguousarray(arr)
-    data: array.array[int] = array.array("B")
-    # .data is the array's buffer as a memoryview (numpy's stubs give ndarray no buffer protocol
-    # before Python 3.12).
-    data.frombytes(arr.reshape(-1).view(np.uint8).data)
+    data: array.array[int] | npt.NDArray[np.uint8] = arr.reshape(-1).view(np.uint8)
+    if copy:
+        data = array.array("B")
+        # .data is the array's buffer as a memoryview (numpy's stubs give ndarray no buffer
+        # protocol before Python 3.12).
+        data.frombytes(arr.reshape(-1).view(np.uint8).data)
     return {
         "height": int(arr.shape[0]),
         "width": int(arr.shape[1]),

@@ -20,6 +20,7 @@ import importlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -41,6 +42,7 @@ from cloudypoints_core.io import atomic_path
 
 __all__ = [
     "FLOAT32",
+    "Allocator",
     "POINT_STEP",
     "XYZRGB_FIELDS",
     "XYZ_FIELDS",
@@ -90,6 +92,12 @@ XYZ_FIELDS = (
     PointFieldSpec("z", 8, FLOAT32),
 )
 XYZRGB_FIELDS = (*XYZ_FIELDS, PointFieldSpec("rgb", 12, FLOAT32))
+
+#: Where a cloud's bytes go: called once with the exact byte count when it is known (after the
+#: valid points are counted), it returns a writeable C-contiguous array of at least that many
+#: bytes. A ROS node hands out the buffer its message will carry, so the points are written
+#: once, straight into what the middleware serialises.
+Allocator = Callable[[int], npt.NDArray[Any]]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: identity equality; array fields do not compare
@@ -232,11 +240,15 @@ def _new_cloud(
     )
 
 
-def _output_buffer(out: npt.NDArray[Any] | None, n_points: int) -> npt.NDArray[np.float32]:
-    """An (n_points, 4) float32 view of ``out`` (or of a new buffer) to write points into."""
+def _output_buffer(
+    out: npt.NDArray[Any] | Allocator | None, n_points: int
+) -> npt.NDArray[np.float32]:
+    """An (n_points, 4) float32 view of ``out`` (of what it allocates, or of a new buffer)."""
     nbytes = n_points * POINT_STEP
     if out is None:
         return np.empty((n_points, 4), dtype=np.float32)
+    if callable(out):
+        out = out(nbytes)
     if not isinstance(out, np.ndarray) or not out.flags.c_contiguous or not out.flags.writeable:
         raise InputError(f"out must be a writeable C-contiguous numpy array, got {_describe(out)}")
     if out.nbytes < nbytes:
@@ -248,14 +260,15 @@ def pack_points(
     xyz: npt.NDArray[np.floating[Any]],
     rgb: npt.NDArray[np.uint8] | None = None,
     *,
-    out: npt.NDArray[Any] | None = None,
+    out: npt.NDArray[Any] | Allocator | None = None,
 ) -> PackedCloud:
     """Pack points into the PointCloud2 layout: (H, W, 3) -> organised H x W, (N, 3) -> 1 x N.
 
     ``rgb`` (same shape, uint8) adds the ``rgb`` field. ``is_dense`` is false when any coordinate
     is NaN or infinite. Vectorised, no per-point Python work. ``out``, a C-contiguous array of at
-    least 16 bytes per point, is written instead of a new buffer (the cloud's ``data`` is a view
-    of it), which saves the page faults of a fresh allocation on large clouds.
+    least 16 bytes per point (or an :data:`Allocator`), is written instead of a new buffer (the
+    cloud's ``data`` is a view of it), which saves the page faults of a fresh allocation on large
+    clouds.
     """
     xyz, rgb = _check_xyz_rgb(xyz, rgb)
     height, width = (xyz.shape[0], xyz.shape[1]) if xyz.ndim == 3 else (1, xyz.shape[0])
@@ -336,14 +349,16 @@ def backproject_packed(
     min_range_m: float = 0.0,
     max_range_m: float = math.inf,
     organised: bool = True,
-    out: npt.NDArray[Any] | None = None,
+    out: npt.NDArray[Any] | Allocator | None = None,
 ) -> PackedCloud:
     """Back-project a depth image straight into the PointCloud2 layout, in one pass.
 
     Same arguments and the same bytes as :func:`cloudypoints_core.geometry.backproject` followed
     by :func:`pack_points`, without the intermediate (H, W, 3) array: depth times the cached ray
-    grid is written directly into the packed buffer. ``out`` as in :func:`pack_points` (it must
-    hold 16 bytes per image pixel of the strided ROI, whatever the number of valid points).
+    grid is written directly into the packed buffer. ``out``: an array that must hold 16 bytes
+    per image pixel of the strided ROI (whatever the number of valid points), or an
+    :data:`Allocator`, asked once for exactly the bytes of the cloud (an unorganised cloud's
+    size is known only after counting its valid points).
     """
     v = _sample_views(depth_m, intr, rgb, stride, roi, min_range_m, max_range_m)
     gxy = _complex_ray_grid(intr)[v.rows, v.cols]
@@ -353,28 +368,44 @@ def backproject_packed(
         buf = _output_buffer(out, height * width).reshape(height, width, 4)
         dense = _fill_points(buf, v.depth, gxy, colours, v)
         return _new_cloud(buf, height, width, colours is not None, dense)
-    if out is not None:
+    if isinstance(out, np.ndarray):
         out = _output_buffer(out, height * width)  # validated for the worst case: all valid
-    valid = v.valid(v.depth).reshape(-1)
-    n_valid = int(np.count_nonzero(valid))
+    valid = v.valid(v.depth)
+    per_row = np.count_nonzero(valid, axis=1)
+    n_valid = int(per_row.sum())
+    buf = _output_buffer(out, n_valid)
     if n_valid == valid.size:
-        buf = _output_buffer(out, height * width).reshape(height, width, 4)
-        _fill_points(buf, v.depth, gxy, colours, None)
-        return _new_cloud(buf, 1, height * width, colours is not None, True)
-    # Assemble every pixel as the organised path does (the values of invalid ones do not
-    # matter: they are dropped next), then keep the valid points with one masked copy of
-    # 16-byte items (a complex128 view: numpy's fastest masked copy). Compacting the inputs
-    # instead (depth, rays, 3-byte colours) costs several times as much.
-    scratch = np.empty((height, width, 4), dtype=np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 and the like, all dropped
-        _fill_points(scratch, v.depth, gxy, colours, None)
-    points = scratch.reshape(-1, 4).view(np.complex128).reshape(-1)
-    if out is None:
-        buf = points[valid].view(np.float32).reshape(1, n_valid, 4)
-    else:
-        buf = _output_buffer(out, n_valid).reshape(1, n_valid, 4)
-        np.compress(valid, points, out=buf.reshape(-1, 4).view(np.complex128).reshape(-1))
-    return _new_cloud(buf, 1, n_valid, colours is not None, True)
+        _fill_points(buf.reshape(height, width, 4), v.depth, gxy, colours, None)
+        return _new_cloud(buf.reshape(1, n_valid, 4), 1, n_valid, colours is not None, True)
+    # Assemble a block of rows as the organised path does (the values of invalid pixels do not
+    # matter: they are dropped next) in a scratch block that stays in the CPU cache, then keep
+    # its valid points with one boolean-mask copy of 16-byte items ("V16": numpy's fastest
+    # masked copy, 2-3x faster than complex128 items or np.compress) into the output.
+    # Compacting the inputs instead (depth, rays, 3-byte colours) costs several times as much;
+    # a whole-image scratch buffer would cost a fresh allocation (page faults) and one more
+    # pass through memory per frame.
+    rows = _rows_per_block(width)
+    scratch = np.empty((min(rows, height), width, 4), dtype=np.float32)
+    items = buf.reshape(-1).view(np.uint8).view("V16")
+    pos = 0
+    for r0 in range(0, height, rows):
+        r1 = min(height, r0 + rows)
+        count = int(per_row[r0:r1].sum())
+        if count == 0:
+            continue
+        block = scratch[: r1 - r0]
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 and the like, all dropped
+            _fill_points(
+                block,
+                v.depth[r0:r1],
+                gxy[r0:r1],
+                None if colours is None else colours[r0:r1],
+                None,
+            )
+        kept = block.reshape(-1).view(np.uint8).view("V16")[valid[r0:r1].reshape(-1)]
+        items[pos : pos + count] = kept
+        pos += count
+    return _new_cloud(buf.reshape(1, n_valid, 4), 1, n_valid, colours is not None, True)
 
 
 # ------------------------------------------------------------------------------ unpacking

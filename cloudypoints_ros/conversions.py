@@ -7,6 +7,13 @@ array element by element from anything else (a list, a memoryview, a numpy array
 seconds for a large cloud, and since Jazzy they copy even an ``array.array`` again unless the
 message was made with ``check_fields=True`` (the setter then only checks its type code): that
 second copy of a cloud costs milliseconds per frame. ``benchmarks/bench_node.py`` measures both.
+
+A publisher that sends one message per frame keeps a :class:`MessageBuffer` per field: the node
+back-projects a cloud straight into the ``array.array`` that becomes ``msg.data``, and reuses it
+for the next frame. That is safe because rclpy copies the message into its C form and
+serialises it inside ``publish`` (``Publisher::publish`` in rclpy's ``publisher.cpp``:
+``rclpy_convert_from_py``, ``rcl_publish``, then the C copy is destroyed): once ``publish``
+returns, nothing refers to the Python buffer any more.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ __all__ = [
     "image_from_cdr",
     "image_msg",
     "image_msg_to_depth",
+    "MessageBuffer",
     "msg_to_rgb",
     "packed_cloud_from_msg",
     "stamp_to_ns",
@@ -76,6 +84,60 @@ def to_byte_array(data: npt.NDArray[Any] | bytes | bytearray | memoryview) -> ar
     out: array.array[int] = array.array("B")
     out.frombytes(view.cast("B"))
     return out
+
+
+class MessageBuffer:
+    """One ``array.array('B')`` reused as the ``data`` of successive messages of one publisher.
+
+    :meth:`allocate` (a :data:`cloudypoints_core.pointcloud.Allocator`) resizes it to exactly the
+    bytes asked for and returns a writeable numpy view to fill; :meth:`array_for` returns the
+    array itself when it is given that view (nothing copied), else copies the data into it.
+    Resizing keeps the memory the array already has (a shrink or a small growth touches no new
+    pages), where a new array per frame costs a fresh allocation and its page faults (about
+    5 ms per 30 MB cloud). Use one buffer per publisher, from one thread, and publish the
+    message before filling the buffer again (rclpy serialises during ``publish``).
+    """
+
+    def __init__(self) -> None:
+        self._array: array.array[int] = array.array("B")
+
+    def _resize(self, nbytes: int) -> None:
+        arr = self._array
+        try:
+            if len(arr) > nbytes:
+                del arr[nbytes:]
+            elif len(arr) < nbytes:
+                arr.frombytes(bytes(nbytes - len(arr)))
+        except BufferError:
+            # A view of the previous frame is still alive (held by a caller): leave it alone.
+            self._array = array.array("B", bytes(nbytes))
+
+    def allocate(self, nbytes: int) -> npt.NDArray[np.uint8]:
+        """A writeable uint8 view of the buffer, resized to ``nbytes``."""
+        self._resize(nbytes)
+        return np.frombuffer(self._array, dtype=np.uint8)
+
+    def holds(self, data: npt.NDArray[Any]) -> bool:
+        """Whether ``data`` is exactly this buffer's current contents (a view from allocate)."""
+        arr = self._array
+        return (
+            isinstance(data, np.ndarray)
+            and data.flags.c_contiguous
+            and data.nbytes == len(arr)
+            and data.__array_interface__["data"][0] == arr.buffer_info()[0]
+        )
+
+    def array_for(self, data: npt.NDArray[Any]) -> array.array[int]:
+        """The buffer holding the bytes of ``data``: as is when ``data`` was written into it,
+        else after one memcpy into it (no new allocation)."""
+        if not self.holds(data):
+            flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+            np.copyto(self.allocate(flat.size), flat)
+        return self._array
+
+
+def _data_array(data: npt.NDArray[Any], buffer: MessageBuffer | None) -> array.array[int]:
+    return to_byte_array(data) if buffer is None else buffer.array_for(data)
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -256,9 +318,15 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
 
 
 # ------------------------------------------------------------------------------ encoding
-def image_msg(array_: npt.NDArray[Any], encoding: str, header: Header) -> Image:
-    """An Image of ``array_`` (any encoding the core knows), data set through the fast path."""
-    fields = numpy_to_image_fields(array_, encoding)
+def image_msg(
+    array_: npt.NDArray[Any],
+    encoding: str,
+    header: Header,
+    buffer: MessageBuffer | None = None,
+) -> Image:
+    """An Image of ``array_`` (any encoding the core knows), data set through the fast path
+    (copied into ``buffer`` when given, else into a new array)."""
+    fields = numpy_to_image_fields(array_, encoding, copy=False)
     msg = Image(**_IMAGE_KW)
     msg.header = header
     msg.height = fields["height"]
@@ -266,15 +334,17 @@ def image_msg(array_: npt.NDArray[Any], encoding: str, header: Header) -> Image:
     msg.encoding = fields["encoding"]
     msg.is_bigendian = int(fields["is_bigendian"])
     msg.step = fields["step"]
-    msg.data = to_byte_array(fields["data"])
+    msg.data = _data_array(fields["data"], buffer)
     return msg
 
 
-def depth_image_msg(depth_m: npt.NDArray[np.float32], header: Header) -> Image:
+def depth_image_msg(
+    depth_m: npt.NDArray[np.float32], header: Header, buffer: MessageBuffer | None = None
+) -> Image:
     """A 32FC1 depth image in metres (REP 118: NaN where invalid)."""
     if depth_m.dtype != np.float32:
         raise InputError(f"depth must be float32 metres, got dtype {depth_m.dtype}")
-    return image_msg(depth_m, "32FC1", header)
+    return image_msg(depth_m, "32FC1", header, buffer)
 
 
 def camera_info_msg(intr: Intrinsics, header: Header) -> CameraInfo:
@@ -291,8 +361,11 @@ def camera_info_msg(intr: Intrinsics, header: Header) -> CameraInfo:
     return msg
 
 
-def cloud_msg(packed: PackedCloud, header: Header) -> PointCloud2:
-    """A PointCloud2 from the core's packed layout (one memcpy of the point buffer)."""
+def cloud_msg(
+    packed: PackedCloud, header: Header, buffer: MessageBuffer | None = None
+) -> PointCloud2:
+    """A PointCloud2 from the core's packed layout: no copy when ``packed`` was written into
+    ``buffer`` (``backproject_packed(..., out=buffer.allocate)``), else one memcpy."""
     msg = PointCloud2(**_CLOUD_KW)
     msg.header = header
     msg.height = packed.height
@@ -305,7 +378,7 @@ def cloud_msg(packed: PackedCloud, header: Header) -> PointCloud2:
     msg.point_step = packed.point_step
     msg.row_step = packed.row_step
     msg.is_dense = bool(packed.is_dense)
-    msg.data = to_byte_array(packed.data)
+    msg.data = _data_array(packed.data[: packed.row_step * packed.height], buffer)
     return msg
 
 

@@ -19,6 +19,14 @@ and documented in ``config/depth.yaml``. Model, backend, device and the input se
 start-up only: a model is megabytes of weights and maybe a TensorRT engine build, and swapping it
 under a running pipeline would stall or mix frames, so changing them at run time is refused with
 the reason; restart the node (``ros2 launch cloudypoints_ros depth.launch.py model:=...``).
+
+Relative models (``relative_inverse_depth``, ``affine_inverse_depth``, ``disparity``) are
+published in metres only through a stated source (``scale.*`` parameters): the road under a
+camera of known height and pitch (from the parameters, or from TF with ``scale.ground_frame``
+where ``tf2_ros`` is installed), fitted per frame and smoothed over frames by one shared
+:class:`~cloudypoints_core.inference.scale_tracker.ScaleTracker` (a failed fit reuses the last
+good one), or a fixed scale. A relative model without any is refused at start-up, naming the
+parameter to set; scale, shift, inlier ratio and method are reported in ``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import rclpy
@@ -48,10 +57,13 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 
-from cloudypoints_core.errors import CloudyPointsError, ConfigError
+from cloudypoints_core.errors import CloudyPointsError, ConfigError, ScaleError
 from cloudypoints_core.geometry import Intrinsics, resize_image
 from cloudypoints_core.image import colorize_depth
+from cloudypoints_core.inference.scale import ScaleFit, mounting_from_transform
+from cloudypoints_core.inference.scale_tracker import ScaleTracker
 from cloudypoints_core.pointcloud import backproject_packed
 from cloudypoints_ros import NODE_NAME
 from cloudypoints_ros import conversions as conv
@@ -63,11 +75,18 @@ from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 OUTPUT_RESOLUTIONS = ("input", "model")
 INPUT_TRANSPORTS = ("raw", "compressed")
+SCALE_METHODS = ("auto", "ground_plane", "fixed", "none")
 #: A stamp further than this from the node's clock is from another clock (e.g. a bag played
 #: without re-stamping): its latency is not a latency and is left out of the percentiles.
 _PLAUSIBLE_LATENCY_S = 3600.0
 #: Seconds between two reports of the same problem in the log.
 _LOG_THROTTLE_S = 5.0
+#: The image topic has publishers but no image arrived for this long: say why that may be.
+NO_IMAGES_WARN_S = 3.0
+#: Seconds between two log lines about images that do not arrive (also in /diagnostics).
+_INPUT_LOG_THROTTLE_S = 30.0
+#: Where the launch file's default Fast DDS profile lives in the package (and in the source tree).
+DDS_PROFILE_HINT = "share/cloudypoints_ros/config/fastdds_shm_large.xml"
 
 
 @dataclass(frozen=True)
@@ -164,6 +183,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         startup_only=True,
     ),
     ParamSpec(
+        "match_input_reliability",
+        True,
+        "With reliable_input false: subscribe to images reliably while every publisher of the "
+        "image topic is reliable (re-checked each second), else best effort; large images from "
+        "a reliable camera are then resent instead of lost",
+        startup_only=True,
+    ),
+    ParamSpec(
         "camera_info_wait_s",
         0.05,
         "How long the worker waits for the CameraInfo with "
@@ -228,6 +255,50 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         float_range=(0.0, 3600.0),
     ),
     ParamSpec(
+        "scale.method",
+        "auto",
+        "Metric scale of relative models (metric models ignore it): ground_plane fits scale and "
+        "shift on the road from the camera height and pitch; fixed uses scale.fixed; auto: the "
+        "ground when a height is known (parameter or TF), else scale.fixed; none is refused for "
+        "a relative model (its depth is not metres)",
+        choices=SCALE_METHODS,
+        startup_only=True,
+    ),
+    ParamSpec(
+        "scale.camera_height_m",
+        0.0,
+        "Height of the camera centre above the road (m) for the ground fit; 0 = not set",
+        float_range=(0.0, 100.0),
+    ),
+    ParamSpec(
+        "scale.camera_pitch_rad",
+        0.0,
+        "Pitch of the camera (rad, positive looks down, as Cityscapes' camera.json)",
+        float_range=(-1.5, 1.5),
+    ),
+    ParamSpec(
+        "scale.fixed",
+        0.0,
+        "Fixed scale of a relative model: depth = scale.fixed / (output + scale.fixed_shift); "
+        "0 = not set",
+        float_range=(0.0, 1.0e9),
+        startup_only=True,
+    ),
+    ParamSpec(
+        "scale.fixed_shift",
+        0.0,
+        "Shift (in the model's output units) used with scale.fixed for affine models",
+        float_range=(-1.0e9, 1.0e9),
+        startup_only=True,
+    ),
+    ParamSpec(
+        "scale.ground_frame",
+        "",
+        "TF frame on the road under the camera (e.g. base_footprint): camera height and pitch "
+        "are read from TF per frame instead of the parameters (needs tf2_ros); empty = off",
+        startup_only=True,
+    ),
+    ParamSpec(
         "stats_period_s",
         5.0,
         "Seconds between health reports (log and /diagnostics)",
@@ -252,6 +323,8 @@ class FrameOptions:
     publish_colormap: bool
     fallback: tuple[float, float, float, float]
     fallback_timeout_s: float
+    camera_height_m: float = 0.0
+    camera_pitch_rad: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -265,41 +338,52 @@ T = TypeVar("T")
 
 
 class _InOrder(Generic[T]):
-    """Finished frames from several workers to the publish thread, in order of arrival.
+    """Finished frames from the inference workers to the publish thread: in order of arrival,
+    newest wins.
 
     A worker calls ``start(seq)`` when it takes a frame and ``finish(seq, item)`` when done
     (``item`` None if the frame was rejected). ``get`` returns the oldest finished item once no
-    older frame is still being worked on, so a fast worker never overtakes a slow one. Workers
-    call ``wait_for_room`` before taking a new frame: while ``capacity`` finished items wait,
-    they pause (bounded memory when publishing is the slower stage). ``finish`` itself never
-    waits, so a worker holding the oldest frame can always hand it over.
+    older frame is still being worked on, so a fast worker never overtakes a slow one. A frame
+    that finishes when no older one is still running supersedes the finished frames still
+    waiting (``finish`` returns how many it dropped): when publishing is the slower stage, the
+    frame it takes next is the newest, never a backlog. Finished frames wait together only
+    while an older frame is still being inferred (at most one per worker), and none is lost to
+    a worker that merely finished first. Workers call ``wait_for_room`` before taking a new
+    frame and pause while a finished item waits (inferring frames that would only supersede
+    each other takes the cores the publish stage needs). ``finish`` itself never waits, so a
+    worker holding the oldest frame can always hand it over.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._done: list[tuple[int, T]] = []  # a heap by seq
         self._running: set[int] = set()
-        self._capacity = max(1, capacity)
         self._closed = False
 
     def wait_for_room(self, timeout: float | None = None) -> bool:
-        """Wait until fewer than ``capacity`` items are waiting; False on timeout or close."""
+        """Wait until no finished item waits; False on timeout or close."""
         with self._cond:
-            room = self._cond.wait_for(
-                lambda: self._closed or len(self._done) < self._capacity, timeout
-            )
+            room = self._cond.wait_for(lambda: self._closed or not self._done, timeout)
             return bool(room) and not self._closed
 
     def start(self, seq: int) -> None:
         with self._cond:
             self._running.add(seq)
 
-    def finish(self, seq: int, item: T | None) -> None:
+    def finish(self, seq: int, item: T | None) -> int:
+        """Hand over the result of frame ``seq``; returns the number of waiting finished frames
+        it superseded (dropped)."""
+        dropped = 0
         with self._cond:
-            if item is not None and not self._closed:
-                heapq.heappush(self._done, (seq, item))
             self._running.discard(seq)
+            if item is not None and not self._closed:
+                if not self._running or seq < min(self._running):
+                    dropped = sum(1 for s, _ in self._done if s < seq)
+                    self._done = [(s, i) for s, i in self._done if s > seq]
+                    heapq.heapify(self._done)
+                heapq.heappush(self._done, (seq, item))
             self._cond.notify_all()
+        return dropped
 
     def _ready(self) -> bool:
         return bool(self._done) and (not self._running or self._done[0][0] < min(self._running))
@@ -332,6 +416,24 @@ class _Inferred:
     result: Any  # DepthResult
     opts: FrameOptions
     stamp_ns: int
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container given 2 CPUs on a 64-core host). Two inference workers on one usable core
+    would only compete for it: each frame would take twice as long, with no gain in frames/s.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 quota
+        pass
+    return max(1, cores)
 
 
 class _Rejected(Exception):
@@ -369,7 +471,7 @@ class DepthNode(Node):
         startup = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
         problems = [
             f"{name}={startup[name]!r} (expected one of {_SPECS[name].choices})"
-            for name in ("backend", "output_resolution", "input_transport")
+            for name in ("backend", "output_resolution", "input_transport", "scale.method")
             if startup[name] not in (_SPECS[name].choices or ())
         ]
         if startup["cloud.min_range_m"] > startup["cloud.max_range_m"]:
@@ -384,14 +486,30 @@ class DepthNode(Node):
         self._stamps_match = True
         self._closing = False
         self._idle_logged = False
+        self._input_reliable = bool(startup["reliable_input"])  # of the image subscription
+        self._last_image_s = self._started_s
+        self._input_problem: tuple[str, str] | None = None  # (reason, explanation)
+        self._input_throttle = ReasonThrottle(_INPUT_LOG_THROTTLE_S)
 
         # An injected estimator stays its owner's to close.
         self._owns_estimator = estimator is None
+        self._output_kind = self._check_scale_source(startup, estimator)
+        self._scale_method = str(startup["scale.method"])
+        self._ground_frame = str(startup["scale.ground_frame"])
+        self._scale_tracker = ScaleTracker()
+        self._last_scale: tuple[str, float, float, ScaleFit | None] | None = None
+        self._tf_buffer: Any | None = None
+        self._tf_listener: Any | None = None
+        if self._ground_frame and self._output_kind != "metric_depth":
+            self._start_tf()
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
         self._estimator = self._estimators[0]
-        self._done: _InOrder[_Inferred] = _InOrder(len(self._estimators))
+        self._done: _InOrder[_Inferred] = _InOrder()
         self._arrivals = itertools.count()
         self._last_published = -1
+        # The data of the last message of each output, reused for the next (publish thread
+        # only; see conversions.MessageBuffer).
+        self._buffers = {name: conv.MessageBuffer() for name in ("depth", "cloud", "colormap")}
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
@@ -402,17 +520,11 @@ class DepthNode(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
 
         reliable = bool(startup["reliable_input"])
-        if startup["input_transport"] == "compressed":
-            self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
-            )
-        else:
-            # Raw: the callback gets the serialized bytes and only frames the worker takes are
-            # read (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy
-            # every image three times, also those dropped because a newer one arrived.
-            self._image_sub = self.create_subscription(
-                Image, "image", self._on_image, input_qos(reliable), raw=True
-            )
+        self._compressed = startup["input_transport"] == "compressed"
+        self._image_sub = self._subscribe_images(reliable)
+        self._match_reliability = bool(startup["match_input_reliability"]) and not reliable
+        if self._match_reliability:
+            self._qos_timer = self.create_timer(1.0, self._match_input_reliability)
         self._info_sub = self.create_subscription(
             CameraInfo,
             "camera_info",
@@ -443,12 +555,155 @@ class DepthNode(Node):
             f"({'reliable' if reliable else 'best effort'}) and {self._info_sub.topic_name}; "
             f"depth on {self._pub_depth.topic_name}, cloud on {self._pub_points.topic_name}"
         )
+        if self._output_kind != "metric_depth":
+            if self._ground_frame:
+                source = f"the road, camera mounting from TF {self._ground_frame} -> image frame"
+            elif startup["scale.camera_height_m"] > 0:
+                source = (
+                    f"the road, camera {startup['scale.camera_height_m']:.3f} m high, pitch "
+                    f"{startup['scale.camera_pitch_rad']:.4f} rad"
+                )
+            else:
+                source = "no ground fit"
+            if startup["scale.fixed"] > 0:
+                source += (
+                    f"; fixed scale {startup['scale.fixed']:g}, shift "
+                    f"{startup['scale.fixed_shift']:g}"
+                )
+            self.get_logger().info(
+                f"{self._output_kind} model: metres from scale.method "
+                f"{self._scale_method!r} ({source})"
+            )
+
+    def _check_scale_source(self, startup: dict[str, Any], estimator: Any | None) -> str:
+        """The model's output kind; ConfigError (naming the parameter to set) when a relative
+        model would have no way to metres."""
+        if estimator is not None:
+            spec = getattr(estimator, "spec", None)
+        else:
+            from cloudypoints_core.inference.package import load_model_package
+
+            spec = load_model_package(str(startup["model_path"]) or None).spec
+        kind = str(getattr(spec, "output_kind", "metric_depth"))
+        if kind == "metric_depth":
+            return kind
+        name = getattr(spec, "name", "?")
+        unknown = "scale and shift" if kind == "affine_inverse_depth" else "scale"
+        what = f"model {name!r} gives {kind} (depth up to an unknown {unknown}), "
+        method = startup["scale.method"]
+        ground = startup["scale.camera_height_m"] > 0 or bool(startup["scale.ground_frame"])
+        fixed = startup["scale.fixed"] > 0
+        ground_hint = (
+            "set scale.camera_height_m (metres above the road) and scale.camera_pitch_rad, or "
+            "scale.ground_frame (read from TF, needs tf2_ros)"
+        )
+        if method == "none":
+            raise ConfigError(
+                what + "and scale.method is 'none': it would be published as metres. "
+                f"Set scale.method to auto or ground_plane and {ground_hint}; or set scale.fixed"
+            )
+        if method == "fixed" and not fixed:
+            raise ConfigError(what + "scale.method is 'fixed' but scale.fixed is not set (> 0)")
+        if method == "ground_plane" and not ground:
+            raise ConfigError(what + f"scale.method is 'ground_plane': {ground_hint}")
+        if method == "auto" and not (ground or fixed):
+            raise ConfigError(
+                what + f"and has no metric scale source: {ground_hint}; or set scale.fixed "
+                "(depth = scale.fixed / (output + scale.fixed_shift))"
+            )
+        return kind
+
+    def _start_tf(self) -> None:
+        import importlib
+
+        try:
+            # Through importlib: tf2_ros comes with a full ROS 2 install, not from PyPI.
+            tf2_ros = importlib.import_module("tf2_ros")
+        except ImportError as exc:
+            raise ConfigError(
+                f"scale.ground_frame={self._ground_frame!r} needs tf2_ros, which is not "
+                "installed (a full ROS 2 install has it: apt install ros-<distro>-tf2-ros); "
+                "set scale.camera_height_m and scale.camera_pitch_rad instead"
+            ) from exc
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+    def _mounting(self, frame_id: str, opts: FrameOptions) -> tuple[float | None, float]:
+        """(camera height m or None, pitch rad) for a frame: TF when scale.ground_frame is set
+        (the parameters when the lookup fails), else the parameters. Untested here: tf2_ros
+        cannot be installed from PyPI; mounting_from_transform is tested in the core."""
+        height = opts.camera_height_m if opts.camera_height_m > 0 else None
+        pitch = opts.camera_pitch_rad
+        if self._tf_buffer is None:
+            return height, pitch
+        try:
+            from rclpy.time import Time
+
+            tf = self._tf_buffer.lookup_transform(self._ground_frame, frame_id, Time())
+            t, q = tf.transform.translation, tf.transform.rotation
+            mount = mounting_from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except Exception as exc:  # tf2 raises several exception types; each means "no TF now"
+            self._degraded(
+                "no_ground_transform",
+                f"no usable transform {self._ground_frame} -> {frame_id} ({exc}); using the "
+                "scale.camera_* parameters or the last good scale",
+            )
+            return height, pitch
+        return mount.height_m, mount.pitch_rad
+
+    def _subscribe_images(self, reliable: bool) -> Any:
+        self._input_reliable = reliable
+        if self._compressed:
+            return self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
+            )
+        # Raw: the callback gets the serialized bytes and only frames the worker takes are read
+        # (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy every
+        # image three times, also those dropped because a newer one arrived.
+        return self.create_subscription(
+            Image, "image", self._on_image, input_qos(reliable), raw=True
+        )
+
+    def _match_input_reliability(self) -> None:
+        """Subscribe reliable while every publisher of the image topic is reliable, else best
+        effort (``match_input_reliability``).
+
+        A best-effort subscription matches every publisher, but then a reliable publisher does
+        not resend what is lost, and an image of a megabyte or more is lost whole when one of
+        its fragments is: from a camera driver on Fast DDS's defaults (64 KiB fragments, a
+        512 KiB shared-memory segment) a best-effort node received 0-22 of 30 640x480 rgb8
+        images, a reliable one all of them (benchmarks/bench_dds_delivery.py). A reliable
+        subscription would never match a best-effort publisher, hence the check, repeated as
+        publishers come and go. The image queue stays keep-last 1: newest wins either way.
+        """
+        wanted = "sensor_msgs/msg/" + ("CompressedImage" if self._compressed else "Image")
+        publishers = [
+            p
+            for p in self.get_publishers_info_by_topic(self._image_sub.topic_name)
+            if p.topic_type == wanted
+        ]
+        if not publishers:
+            return  # keep the current subscription until a camera shows up
+        reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
+        if reliable == self._input_reliable:
+            return
+        old = self._image_sub
+        self._image_sub = self._subscribe_images(reliable)
+        self.destroy_subscription(old)
+        self.get_logger().info(
+            f"image publishers on {self._image_sub.topic_name} are "
+            + (
+                "all reliable: subscribing reliable (no image lost to a dropped fragment)"
+                if reliable
+                else "not all reliable: subscribing best effort (matches every publisher)"
+            )
+        )
 
     def _load_estimators(self, startup: dict[str, Any]) -> list[Any]:
         """One model per inference worker (see the module docstring and ``inference_workers``)."""
         import importlib.util
 
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         workers = int(startup["inference_workers"])
         auto = workers == 0
         if auto:
@@ -494,6 +749,12 @@ class DepthNode(Node):
             # (measured: the node's frames/s rises by a large factor without it; the bare
             # network loses about a tenth; benchmarks/bench_node.py). Ignored by other backends.
             options["allow_spinning"] = False
+        options["scale_method"] = str(startup["scale.method"])
+        if startup["scale.fixed"] > 0:
+            options["fixed_scale"] = float(startup["scale.fixed"])
+            options["fixed_shift"] = float(startup["scale.fixed_shift"])
+        # One tracker for all workers: they see one camera, so one smoothed scale.
+        options["scale_tracker"] = self._scale_tracker
         path = str(startup["model_path"]) or None
         if not quiet:
             self.get_logger().info(
@@ -516,6 +777,7 @@ class DepthNode(Node):
 
     # ------------------------------------------------------------------------------ callbacks
     def _on_image(self, msg: bytes | CompressedImage) -> None:
+        self._last_image_s = time.monotonic()
         self._stats.frame_in()
         if self._mailbox.put(_Job(msg, time.monotonic(), next(self._arrivals))) is not None:
             self._stats.frames_dropped()
@@ -545,6 +807,20 @@ class DepthNode(Node):
                     reason=f"{param.name} must be one of {spec.choices}, got {param.value!r}",
                 )
             values[param.name] = param.value
+        if (
+            self._output_kind != "metric_depth"
+            and values["scale.camera_height_m"] <= 0
+            and not values["scale.ground_frame"]
+            and (values["scale.method"] == "ground_plane" or values["scale.fixed"] <= 0)
+            and values["scale.method"] != "fixed"
+        ):
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    "scale.camera_height_m is the only metric scale source of the "
+                    f"{self._output_kind} model; it must stay > 0"
+                ),
+            )
         if values["cloud.min_range_m"] > values["cloud.max_range_m"]:
             return SetParametersResult(
                 successful=False,
@@ -574,6 +850,8 @@ class DepthNode(Node):
                 float(v["fallback.cy"]),
             ),
             fallback_timeout_s=float(v["fallback.timeout_s"]),
+            camera_height_m=float(v["scale.camera_height_m"]),
+            camera_pitch_rad=float(v["scale.camera_pitch_rad"]),
         )
 
     def _infer_loop(self, estimator: Any) -> None:
@@ -591,7 +869,9 @@ class DepthNode(Node):
                 if item is not None:
                     self._stats.stage("infer", time.perf_counter() - t0)
             finally:
-                self._done.finish(job.seq, item)  # also for a rejected frame: never blocks later
+                # Also for a rejected frame, so that it never holds back later ones.
+                for _ in range(self._done.finish(job.seq, item)):
+                    self._stats.frames_dropped()  # superseded by a newer finished frame
 
     def _publish_loop(self) -> None:
         while not self._closing:
@@ -711,46 +991,57 @@ class DepthNode(Node):
         opts = self._frame_options()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         intr = self._intrinsics_for(stamp_ns, width, height, opts)
+        mounting: dict[str, Any] = {}
+        if self._output_kind != "metric_depth":
+            height, pitch = self._mounting(str(msg.header.frame_id), opts)
+            mounting = {"camera_height_m": height, "camera_pitch_rad": pitch}
         try:
-            result = estimator.predict(rgb, intr, output_resolution=opts.output_resolution)
+            result = estimator.predict(
+                rgb, intr, output_resolution=opts.output_resolution, **mounting
+            )
+        except (ScaleError, ConfigError) as exc:
+            raise _Rejected("no_metric_scale", str(exc)) from exc
         except CloudyPointsError as exc:
             raise _Rejected("inference_error", str(exc)) from exc
+        self._last_scale = (
+            str(getattr(result, "scale_method", "?")),
+            float(getattr(result, "scale", math.nan)),
+            float(getattr(result, "shift", 0.0)),
+            getattr(result, "scale_fit", None),
+        )
         return _Inferred(job, msg.header, rgb, intr, result, opts, stamp_ns)
 
     def _publish(self, item: _Inferred) -> None:
+        """Publish one frame's outputs. Each step is timed into the stats ("publish.<step>",
+        in /diagnostics) so that the cost of the stage can be read off a running node."""
         header = item.header
         opts = item.opts
         depth, d_intr = item.result.depth_m, item.result.intrinsics
+        clock = time.perf_counter
         try:
-            self._pub_depth.publish(conv.depth_image_msg(depth, conv.copy_header(header)))
+            t0 = clock()
+            msg = conv.depth_image_msg(depth, conv.copy_header(header), self._buffers["depth"])
+            t1 = clock()
+            self._pub_depth.publish(msg)
             self._pub_info.publish(conv.camera_info_msg(d_intr, conv.copy_header(header)))
+            t2 = clock()
+            self._stats.stage("publish.depth_msg", t1 - t0)
+            self._stats.stage("publish.depth_send", t2 - t1)
             # Clouds and colour maps cost milliseconds per frame: built only for a listener.
             if self._pub_points.get_subscription_count() > 0:
-                colour = None
-                if opts.color:
-                    colour = item.rgb
-                    if depth.shape != colour.shape[:2]:
-                        colour, _ = resize_image(
-                            item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
-                        )
-                packed = backproject_packed(
-                    depth,
-                    d_intr,
-                    colour,
-                    stride=opts.stride,
-                    min_range_m=opts.min_range_m,
-                    max_range_m=opts.max_range_m,
-                    organised=opts.organized,
-                )
-                self._pub_points.publish(conv.cloud_msg(packed, conv.copy_header(header)))
+                self._publish_cloud(item)
             if opts.publish_colormap and self._pub_colormap.get_subscription_count() > 0:
+                t0 = clock()
                 spec = getattr(self._estimator, "spec", None)
                 lo = float(getattr(spec, "min_depth_m", 0.0))
                 hi = min(float(getattr(spec, "max_depth_m", 80.0)), opts.max_range_m)
                 colours = colorize_depth(depth, lo, hi if hi > lo else lo + 1.0)
                 self._pub_colormap.publish(
-                    conv.image_msg(colours, "rgb8", conv.copy_header(header))
+                    conv.image_msg(
+                        colours, "rgb8", conv.copy_header(header), self._buffers["colormap"]
+                    )
                 )
+                self._stats.stage("publish.colormap", clock() - t0)
         except CloudyPointsError as exc:
             raise _Rejected("output_error", str(exc)) from exc
         now_ns = self.get_clock().now().nanoseconds
@@ -758,8 +1049,101 @@ class DepthNode(Node):
         latency_s = latency if 0.0 <= latency <= _PLAUSIBLE_LATENCY_S else None
         self._stats.frame_out(latency_s, time.monotonic() - item.job.received_s)
 
+    def _publish_cloud(self, item: _Inferred) -> None:
+        """Back-project straight into the buffer the PointCloud2 hands to rclpy, then send it."""
+        opts, depth, d_intr = item.opts, item.result.depth_m, item.result.intrinsics
+        clock = time.perf_counter
+        t0 = clock()
+        colour = None
+        if opts.color:
+            colour = item.rgb
+            if depth.shape != colour.shape[:2]:
+                colour, _ = resize_image(
+                    item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
+                )
+        buffer = self._buffers["cloud"]
+        packed = backproject_packed(
+            depth,
+            d_intr,
+            colour,
+            stride=opts.stride,
+            min_range_m=opts.min_range_m,
+            max_range_m=opts.max_range_m,
+            organised=opts.organized,
+            out=buffer.allocate,
+        )
+        t1 = clock()
+        msg = conv.cloud_msg(packed, conv.copy_header(item.header), buffer)
+        del packed  # the buffer's view: released before the next frame resizes it
+        t2 = clock()
+        self._pub_points.publish(msg)  # rclpy serialises here; the buffer is free afterwards
+        t3 = clock()
+        self._stats.stage("publish.cloud_build", t1 - t0)
+        self._stats.stage("publish.cloud_msg", t2 - t1)
+        self._stats.stage("publish.cloud_send", t3 - t2)
+
     # ------------------------------------------------------------------------------ health
+    def _diagnose_input(self) -> tuple[str, str] | None:
+        """(reason, explanation with the fix) when the image topic has publishers but no image
+        arrived for NO_IMAGES_WARN_S; None otherwise. DDS drops these cases silently: a
+        best-effort publisher never matches a reliable subscription, and a best-effort image of
+        a megabyte or more is lost whole when one of its 64 KiB fragments is."""
+        silent_s = time.monotonic() - self._last_image_s
+        if silent_s < NO_IMAGES_WARN_S:
+            return None
+        topic = self._image_sub.topic_name
+        publishers = self.get_publishers_info_by_topic(topic)
+        if not publishers:
+            return None
+        wanted = "sensor_msgs/msg/" + self._image_sub.msg_type.__name__
+        typed = [p for p in publishers if p.topic_type == wanted]
+        head = (
+            f"{len(publishers)} publisher(s) on {topic} but no image arrived for "
+            f"{silent_s:.0f} s: "
+        )
+        if not typed:
+            types = sorted({p.topic_type for p in publishers})
+            return "input_type_mismatch", head + (
+                f"they publish {', '.join(types)}, the node expects {wanted}; set "
+                "input_transport (raw: Image on 'image', compressed: CompressedImage on "
+                "'image/compressed') or remap 'image' to the camera's image topic"
+            )
+        best_effort = [
+            p for p in typed if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        ]
+        if self._input_reliable and len(best_effort) == len(typed):
+            return "input_qos_incompatible", head + (
+                "they publish best effort and the node subscribes reliable (reliable_input: "
+                "true), which DDS never matches; set reliable_input:=false"
+            )
+        hint = (
+            f"give the camera driver's process FASTDDS_DEFAULT_PROFILES_FILE=<install>/"
+            f"{DDS_PROFILE_HINT} (the node gets it from the launch file's dds_profile)"
+        )
+        if not self._input_reliable:
+            return "input_lost_best_effort", head + (
+                "large images sent best effort are lost whole when one fragment is (Fast DDS's "
+                f"defaults cut them into 64 KiB pieces); {hint}"
+                + (
+                    ", or set reliable_input:=true since the camera publishes reliably"
+                    if len(best_effort) < len(typed)
+                    else ""
+                )
+            )
+        return "input_not_arriving", head + (
+            f"the camera may have stopped sending (check ros2 topic hz {topic}); with large "
+            f"images, {hint}"
+        )
+
+    def _check_input(self) -> None:
+        self._input_problem = problem = self._diagnose_input()
+        if problem is not None:
+            due, _ = self._input_throttle.should_log(problem[0])
+            if due:
+                self.get_logger().warning(problem[1])
+
     def _report(self) -> None:
+        self._check_input()
         snap = self._stats.snapshot()
         if snap.period_frames_in > 0 or snap.period_errors > 0:
             self._idle_logged = False
@@ -776,7 +1160,11 @@ class DepthNode(Node):
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: depth estimation"
         status.hardware_id = f"{self._backend_name()}/{self._device()}"
-        if snap.frames_in == 0:
+        problem = self._input_problem
+        if problem is not None:
+            status.level = DiagnosticStatus.WARN
+            status.message = problem[1]
+        elif snap.frames_in == 0:
             status.level = DiagnosticStatus.OK
             status.message = f"waiting for images on {self._image_sub.topic_name}"
         elif snap.period_errors > 0:
@@ -798,12 +1186,14 @@ class DepthNode(Node):
             ("errors", snap.errors_total),
             ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
             ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
+            ("input_problem", problem[0] if problem is not None else "none"),
         ]
         timings = [("latency", snap.latency_ms), ("processing", snap.processing_ms)]
         timings += [(f"stage_{k}", v) for k, v in sorted(snap.stages_ms.items())]
         for key, pcts in timings:
             for name, value in pcts.items():
                 values.append((f"{key}_{name}_ms", "nan" if math.isnan(value) else f"{value:.1f}"))
+        values += self._scale_values()
         values += [(f"error.{k}", v) for k, v in sorted(snap.errors.items())]
         values += [(f"warning.{k}", v) for k, v in sorted(snap.warnings.items())]
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values]
@@ -811,6 +1201,35 @@ class DepthNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [status]
         return array
+
+    def _scale_values(self) -> list[tuple[str, object]]:
+        """How the last frame got metres: method, scale, shift, the ground fit and its tracker."""
+        values: list[tuple[str, object]] = [
+            ("output_kind", self._output_kind),
+            ("scale.method", self._scale_method),
+        ]
+        last = self._last_scale
+        if last is not None:
+            used, scale, shift, fit = last
+            values += [("scale.used", used), ("scale.scale", f"{scale:.6g}")]
+            values += [("scale.shift", f"{shift:.6g}")]
+            if fit is not None:
+                values += [
+                    ("scale.fit", fit.method),
+                    ("scale.inlier_ratio", f"{fit.inlier_ratio:.3f}"),
+                    ("scale.fit_ok", str(fit.ok).lower()),
+                ]
+        if self._output_kind != "metric_depth":
+            state = self._scale_tracker.state
+            values += [
+                ("scale.fits", state.fits),
+                ("scale.fit_failures", state.failures),
+                ("scale.fit_outliers", state.outliers),
+                ("scale.frames_held", state.frames_since_fit),
+            ]
+            if state.reason:
+                values.append(("scale.last_problem", state.reason))
+        return values
 
     # ------------------------------------------------------------------------------ teardown
     def destroy_node(self) -> None:

@@ -15,9 +15,10 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-#: Images queued per subscription in the middleware. The callback only swaps the frame into a
-#: one-slot mailbox, so a deeper queue would just hold frames that are about to be dropped.
-IMAGE_QUEUE_DEPTH = 2
+#: Images queued per subscription in the middleware: newest wins there too. The callback only
+#: swaps the frame into a one-slot mailbox, so a deeper queue would just hold frames that are
+#: about to be dropped, and under overload every queued frame adds its age to the latency.
+IMAGE_QUEUE_DEPTH = 1
 #: CameraInfo messages are tiny and paired with images by stamp: keep a few so a late image still
 #: finds its own.
 CAMERA_INFO_QUEUE_DEPTH = 10

@@ -8,6 +8,15 @@ and ground truth by header stamp and scores each pair with the offline evaluator
 minus arrival of its input image here, both on this process's clock) and dropped frames (input
 images that never came back as depth).
 
+How live scoring clamps: the node publishes NaN where the model's depth is outside its valid
+range, so the live path never sees the value the offline path (the facade's unmasked depth)
+clamps. ``score_frame`` scores every pixel with valid ground truth either way and counts a NaN
+at the protocol's far edge (``max_depth_m``), where a metric model's out-of-range depth almost
+always lies: offline and live then agree on every frame both scored whenever the model's valid
+range ends at the protocol's far edge and nothing falls below the model's near limit (the
+bundled model: [0.5, 80] m against (0.001, 80) m; tested). A NaN in the published depth lowers
+``coverage`` exactly as a clamped value does offline.
+
     python -m cloudypoints_ros.replay_evaluator --depth-topic /depth/image
         --gt-topic /camera/depth_gt --image-topic /camera/image --out report/
         [--idle-timeout 5] [--status status.json]

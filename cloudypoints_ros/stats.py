@@ -59,6 +59,7 @@ class StatsSnapshot:
         stages = "".join(
             f", {name} p50 {pcts.get('p50', float('nan')):.0f} ms"
             for name, pcts in sorted(self.stages_ms.items())
+            if "." not in name  # the steps of a stage ("publish.cloud_build") go to diagnostics
         )
         return (
             f"in {self.input_rate_hz:.1f} Hz, out {self.output_rate_hz:.1f} Hz, "

@@ -6,5 +6,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$HERE/setup_env.sh"
 # shellcheck source=env.sh
 source "$HERE/env.sh"
+# Every requirement was just installed: one that does not import fails the run (test/conftest.py)
+# instead of skipping the tests that need it.
+export CLOUDYPOINTS_FULL_ENV=1
 cd "$ROOT"
 exec python -m pytest "$@"

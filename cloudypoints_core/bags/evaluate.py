@@ -33,8 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core.errors import BagError, CloudyPointsError, ConfigError
-from cloudypoints_core.evaluation.metrics import METRIC_NAMES, ErrorSums, mean_errors
-from cloudypoints_core.evaluation.protocols import EvalProtocol, get_protocol
+from cloudypoints_core.evaluation.metrics import METRIC_NAMES, mean_errors
+from cloudypoints_core.evaluation.protocols import (
+    EvalProtocol,
+    coverage_warning,
+    get_protocol,
+    scored_depth,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +127,16 @@ def score_frame(
     *,
     detailed: bool = False,
 ) -> FrameScore:
-    """Score ``pred_m`` against ``gt_m`` (both metres, NaN invalid); never raises on bad data.
+    """Score ``pred_m`` against ``gt_m`` (both metres); never raises on bad data.
 
-    The evaluation module's per-image protocol: crop window, ground truth strictly inside
-    (min_depth_m, max_depth_m), prediction finite and positive, optional median scaling, then
-    clamping, then monodepth2's metrics (``compute_errors``). ``detailed`` runs the full
-    :func:`~cloudypoints_core.evaluation.protocols.evaluate_image` instead, which adds distance
-    bands and the AbsRel-by-distance curve at several times the cost (the metrics are the same).
-    A prediction at another resolution than the ground truth is resampled to it first
-    (``resize_prediction``), as ``note`` says.
+    The evaluation module's one scoring function,
+    :func:`~cloudypoints_core.evaluation.protocols.evaluate_image`: every pixel of the window
+    with ground truth strictly inside (min_depth_m, max_depth_m) is scored, the prediction
+    optionally median-scaled, then clamped to the range with NaN at the far edge (what the node
+    publishes for "beyond the valid range"). Offline evaluation passes the facade's unmasked
+    prediction, live replay the published depth. ``detailed`` adds distance bands and the
+    AbsRel-by-distance curve (the metrics are the same). A prediction at another resolution
+    than the ground truth is resampled to it first (``resize_prediction``), as ``note`` says.
     """
     from cloudypoints_core.evaluation.protocols import evaluate_image, resize_prediction
 
@@ -148,99 +154,28 @@ def score_frame(
         )
         pred = resize_prediction(pred, gt.shape[0], gt.shape[1])
     try:
-        window = protocol.crop_window(*gt.shape)
+        ev = evaluate_image(protocol, gt, pred, detailed=detailed)
     except CloudyPointsError as exc:
         return FrameScore("error", note="; ".join(filter(None, [note, str(exc)])))
-    if detailed:
-        ev = evaluate_image(protocol, gt, pred)
-        metrics, n_gt, n_eval, scale = ev.metrics, ev.n_gt_valid, ev.n_evaluated, ev.scale_ratio
-    else:
-        metrics, n_gt, n_eval, scale = _score_window(gt, pred, window, protocol)
-    if metrics is None:
-        why = "no valid ground truth pixel" if n_gt == 0 else "no valid predicted pixel"
+    if ev.metrics is None:
         return FrameScore(
             "no_valid_pixels",
-            n_gt_valid=n_gt,
-            n_evaluated=0,
-            coverage=0.0 if n_gt else float("nan"),
-            note="; ".join(filter(None, [note, why])),
-            window=window,
-        )
-    if not detailed:
-        return FrameScore(
-            "ok", dict(metrics), n_gt, n_eval, n_eval / n_gt, scale, note, window=window
+            note="; ".join(filter(None, [note, "no valid ground truth pixel"])),
+            window=ev.window,
         )
     return FrameScore(
         "ok",
-        dict(metrics),
-        n_gt,
-        n_eval,
-        n_eval / n_gt,
-        scale,
+        dict(ev.metrics),
+        ev.n_gt_valid,
+        ev.n_evaluated,
+        ev.coverage,
+        ev.scale_ratio,
         note,
         dict(ev.bands),
         ev.curve_sums,
         ev.curve_counts,
-        window,
+        ev.window,
     )
-
-
-#: Pixels per block of the lean scoring path: float32 inputs, masks and float64 copies of one
-#: block stay in the CPU cache while every metric term is computed on them.
-_SCORE_BLOCK_PX = 1 << 15
-
-
-def _score_window(
-    gt: npt.NDArray[np.float32],
-    pred: npt.NDArray[np.float32],
-    window: tuple[int, int, int, int],
-    protocol: EvalProtocol,
-) -> tuple[dict[str, float] | None, int, int, float]:
-    """(metrics or None, valid ground-truth pixels, evaluated pixels, median scale) of the
-    window: ground truth strictly inside the range, prediction finite and positive, scaled,
-    then clamped, then ``compute_errors``'s metrics (via :class:`ErrorSums`, block by block)."""
-    r0, r1, c0, c1 = window
-    g32, p32 = gt[r0:r1, c0:c1], pred[r0:r1, c0:c1]
-    lo, hi = protocol.min_depth_m, protocol.max_depth_m
-    if protocol.median_scaling:
-        # The medians need every evaluated pixel at once: no blocks.
-        with np.errstate(invalid="ignore"):
-            gt_ok = (g32 > lo) & (g32 < hi)
-            mask = gt_ok & (p32 > 0) & (p32 < np.inf)
-        n_gt, n_eval = int(np.count_nonzero(gt_ok)), int(np.count_nonzero(mask))
-        if n_eval == 0:
-            return None, n_gt, 0, 1.0
-        g = g32[mask].astype(np.float64)
-        p = p32[mask].astype(np.float64)
-        scale = float(np.median(g) / np.median(p))
-        p *= scale
-        # Scale first, then clamp (the order the literature and evaluate_image use).
-        np.clip(p, lo, hi, out=p)
-        sums = ErrorSums()
-        sums.add(g, p)
-        return sums.metrics(), n_gt, n_eval, scale
-    sums = ErrorSums()
-    n_gt = 0
-    rows = max(1, _SCORE_BLOCK_PX // max(1, c1 - c0))
-    for top in range(0, r1 - r0, rows):
-        gb, pb = g32[top : top + rows], p32[top : top + rows]
-        with np.errstate(invalid="ignore"):
-            # NaN fails both comparisons and the range is finite: no isfinite pass needed.
-            gt_ok = gb > lo
-            np.logical_and(gt_ok, gb < hi, out=gt_ok)
-            n_gt += int(np.count_nonzero(gt_ok))
-            mask = np.logical_and(gt_ok, pb > 0, out=gt_ok)
-            np.logical_and(mask, pb < np.inf, out=mask)
-        g = gb[mask].astype(np.float64)
-        if g.size == 0:
-            continue
-        p = pb[mask].astype(np.float64)
-        np.clip(p, lo, hi, out=p)
-        # In (lo, hi) and clamped to [lo, hi] with 0 < lo < hi < inf (the protocol checks it):
-        # valid by construction, so compute_errors' validation is not repeated.
-        sums.add(g, p)
-    n_eval = sums.count
-    return (sums.metrics() if n_eval else None), n_gt, n_eval, 1.0
 
 
 # ------------------------------------------------------------------------------------- report
@@ -339,7 +274,12 @@ class EvalReport:
         reasons = list(self.partial_reasons)
         if metrics is None and "no frame was scored" not in reasons:
             reasons.append("no frame was scored")
-        coverage = [r["coverage"] for r in self.rows if r["n_gt_valid"]]
+        coverage = [r["coverage"] for r in self.rows if r["status"] == "ok"]
+        coverage_mean = float(np.mean(coverage)) if coverage else None
+        warnings = list(self.warnings)
+        low_coverage = coverage_warning(coverage_mean)
+        if low_coverage is not None:
+            warnings.insert(0, low_coverage)
         infer = self.timings.get("inference", [])
         protocol = self.protocol
         curve: dict[str, Any] | None = None
@@ -390,7 +330,7 @@ class EvalReport:
             # The node and the offline path feed the model the whole camera image.
             "model_input_views": ["full"],
             "windows_px": sorted(self.windows),
-            "coverage_mean": float(np.mean(coverage)) if coverage else None,
+            "coverage_mean": coverage_mean,
             "latency": {stage: latency_stats(v) for stage, v in self.timings.items()},
             "timing_ms": (
                 {"mean": float(np.mean(infer)) * 1e3, "median": float(np.median(infer)) * 1e3}
@@ -405,8 +345,8 @@ class EvalReport:
                 {k: r[k] for k in ("index", "stamp_ns", "status", *METRIC_NAMES)}
                 for r in self.rows
             ],
-            "notes": list(self.warnings),
-            "warnings": list(self.warnings),
+            "notes": warnings,
+            "warnings": warnings,
         }
 
 
@@ -466,8 +406,8 @@ def report_markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     ]
     if summary.get("coverage_mean") is not None:
         lines.append(
-            f"- Mean coverage (valid ground truth with a model depth): "
-            f"{summary['coverage_mean']:.4f}"
+            f"- Mean coverage (valid ground truth predicted inside the range, not clamped; "
+            f"every such pixel is scored): {summary['coverage_mean']:.4f}"
         )
     if summary.get("dropped_frames") is not None:
         lines.append(
@@ -573,15 +513,18 @@ def _write_plots(report: EvalReport, out: Path) -> dict[str, str]:
         examples = []
         for ex in report.examples:
             # The error map comes from the protocol's own per-pixel evaluation.
-            ev = evaluate_image(report.protocol, ex["gt"], ex["pred"])
+            ev = evaluate_image(report.protocol, ex["gt"], ex["pred"], detailed=True)
             rgb = ex["rgb"] if ex["rgb"] is not None else np.zeros((*ex["gt"].shape, 3), np.uint8)
+            error_map = ev.abs_rel_map
+            if error_map is None:  # a detailed evaluation always has one
+                error_map = np.full(ex["gt"].shape, np.nan, np.float32)
             examples.append(
                 {
                     "title": ex["title"],
                     "rgb": eplots.thumbnail(rgb),
                     "gt": eplots.thumbnail(ex["gt"]),
                     "pred": eplots.thumbnail(ex["pred"]),
-                    "abs_rel": eplots.thumbnail(ev.abs_rel_map),
+                    "abs_rel": eplots.thumbnail(error_map),
                 }
             )
         written["examples"] = eplots.plot_eval_examples(
@@ -844,7 +787,9 @@ def evaluate_bag(
             est = idle.get()
             try:
                 t0 = time.perf_counter()
-                result = est.predict(frame.rgb, frame.intrinsics, output_resolution="input")
+                result = est.predict(
+                    frame.rgb, frame.intrinsics, output_resolution="input", keep_unmasked=True
+                )
                 infer_s = time.perf_counter() - t0
             except CloudyPointsError as exc:
                 failed = FrameScore("error", note=f"inference failed: {exc}")
@@ -854,9 +799,9 @@ def evaluate_bag(
             finally:
                 idle.put(est)
             t0 = time.perf_counter()
-            frame_score = score_frame(
-                frame.depth_gt_m, result.depth_m, final_protocol, detailed=detailed
-            )
+            # The unmasked prediction: the protocol clamps what the facade would mask to NaN.
+            pred = scored_depth(result)
+            frame_score = score_frame(frame.depth_gt_m, pred, final_protocol, detailed=detailed)
             metrics_s = time.perf_counter() - t0
             example = None
             if frame.index in example_at and frame.depth_gt_m is not None:
@@ -864,7 +809,7 @@ def evaluate_bag(
                     "title": f"frame {frame.index} ({frame.stamp_ns} ns)",
                     "rgb": frame.rgb,
                     "gt": frame.depth_gt_m,
-                    "pred": result.depth_m,
+                    "pred": pred,
                 }
             return _FrameOutcome(
                 frame.index, frame.stamp_ns, frame.read_s, frame_score, infer_s, metrics_s, example

@@ -26,7 +26,9 @@ def build_engine(
 ) -> int:
     """Build (or find in the cache) the engine the tensorrt backend would use; exit code 0.
 
-    Raises DependencyError when TensorRT is not installed (the command exits with code 2).
+    The engine is built with ``device`` current (TensorRT builds for the current GPU) and keyed by
+    that GPU. Raises DependencyError when TensorRT or cuda-bindings is not installed and
+    BackendError when ``device`` is absent (the command exits with code 2).
     """
     from cloudypoints_core.inference.backends.tensorrt_backend import (
         build_cached_engine,
@@ -58,7 +60,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Build the TensorRT engine the tensorrt backend uses and store it in the engine cache "
             f"(default {default_cache_dir()}), so the first node start is fast. Needs TensorRT 10 "
-            "and a CUDA GPU."
+            "(or 11 with --fp32), cuda-bindings and a CUDA GPU."
         ),
     )
     parser.add_argument("--model", default=None, help="model package folder (default: bundled)")

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import BagError, CloudyPointsError, ConfigError, DependencyError
+from cloudypoints_core.evaluation.protocols import EvalProtocol
 from cloudypoints_core.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -426,11 +427,17 @@ def _summary_markdown(summary: Mapping[str, Any]) -> str:
         f"{_fmt(e2e.get('p90_ms'), 1)} | {_fmt(e2e.get('p99_ms'), 1)} |",
         "",
         f"Depth error against the exact ground truth ({summary['evaluation']['frames_scored']} "
-        f"frames; valid predictions cover {_fmt(summary['evaluation']['mean_coverage'], 3)} of "
-        "the valid ground truth):",
+        f"frames; every pixel with valid ground truth is scored, the published depth clamped to "
+        f"the range and NaN counted at its far edge; coverage, the share predicted inside the "
+        f"range: {_fmt(summary['evaluation']['mean_coverage'], 3)}):",
         "",
         f"Protocol: {summary['evaluation']['protocol']}",
         "",
+        *(
+            [f"**Warning**: {summary['evaluation']['coverage_warning']}", ""]
+            if summary["evaluation"].get("coverage_warning")
+            else []
+        ),
         "| AbsRel | SqRel | RMSE | RMSE log | a1 | a2 | a3 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         "| "
@@ -448,24 +455,43 @@ def _summary_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def score_recording(
+    depth: Mapping[int, npt.NDArray[np.float32]],
+    gt: Mapping[int, npt.NDArray[np.float32]],
+    protocol: EvalProtocol,
+) -> tuple[list[dict[str, float]], list[float]]:
+    """(metrics, coverage) of each recorded depth image that has its ground truth (by stamp).
+
+    The depth is what the node published: NaN where the model's depth is outside its valid
+    range, which the evaluation's one scoring function counts at the protocol's far edge.
+    """
+    from cloudypoints_core.evaluation.protocols import evaluate_image
+
+    rows: list[dict[str, float]] = []
+    coverage: list[float] = []
+    for stamp in sorted(depth):
+        pred, truth = depth[stamp], gt.get(stamp)
+        if truth is None or truth.shape != pred.shape:
+            continue
+        scored = evaluate_image(protocol, truth, pred, detailed=False)
+        if scored.metrics is not None:
+            rows.append(scored.metrics)
+            coverage.append(scored.coverage)
+    return rows, coverage
+
+
 def _analyse(run: _Run, output_bag: Path, wall_s: float) -> dict[str, Any]:
     from cloudypoints_core.evaluation.metrics import mean_errors
-    from cloudypoints_core.evaluation.protocols import evaluate_image, get_protocol
+    from cloudypoints_core.evaluation.protocols import coverage_warning, get_protocol
     from cloudypoints_core.pointcloud import unpack_points, write_ply
 
     cfg = run.config
     rec = _read_outputs(output_bag, cfg.n_ply)
     protocol = get_protocol("synthcity", max_depth_m=EVAL_MAX_DEPTH_M)
-    rows = []
-    coverage = []
     tqdm = require("tqdm", "progress bars").tqdm
+    rows, coverage = score_recording(rec.depth, rec.gt, protocol)
     for i, stamp in enumerate(tqdm(sorted(rec.depth), desc="writing depth PNGs", unit="frame")):
         pred, gt = rec.depth[stamp], rec.gt.get(stamp)
-        if gt is not None and gt.shape == pred.shape:
-            scored = evaluate_image(protocol, gt, pred)
-            if scored.metrics is not None:
-                rows.append(scored.metrics)
-                coverage.append(scored.coverage)
         _write_png(
             cfg.out / "depth" / f"frame_{i:04d}.png",
             _depth_panel(rec.rgb.get(stamp), pred, gt, EVAL_MAX_DEPTH_M),
@@ -532,6 +558,7 @@ def _analyse(run: _Run, output_bag: Path, wall_s: float) -> dict[str, Any]:
             "frames_scored": len(rows),
             "protocol": protocol.summary(),
             "mean_coverage": float(np.mean(coverage)) if coverage else None,
+            "coverage_warning": coverage_warning(float(np.mean(coverage)) if coverage else None),
         },
         "depth_error": mean_errors(rows) if rows else None,
         "outputs": {"depth_pngs": len(rec.depth), "ply_clouds": len(rec.clouds)},

@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "distill",
     "export",
+    "import_model",
+    "doctor",
 )
 
 log = logging.getLogger("cloudypoints")

@@ -26,14 +26,16 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import DatasetError, InputError
+from cloudypoints_core.errors import DatasetError, InputError, ScaleError
 from cloudypoints_core.evaluation import plots
 from cloudypoints_core.evaluation.metrics import METRIC_NAMES, mean_errors
 from cloudypoints_core.evaluation.protocols import (
     DISTANCE_CURVE_EDGES_M,
     EvalProtocol,
+    coverage_warning,
     evaluate_image,
     resize_prediction,
+    scored_depth,
 )
 from cloudypoints_core.evaluation.report import write_evaluation_report
 from cloudypoints_core.geometry import Intrinsics
@@ -60,6 +62,7 @@ class DepthPredictor(Protocol):
         output_resolution: str = "input",
         camera_height_m: float | None = None,
         camera_pitch_rad: float | None = None,
+        keep_unmasked: bool = False,
     ) -> Any: ...
 
 
@@ -218,7 +221,11 @@ def _predict_full(
     sample: Mapping[str, Any],
     model_size: tuple[int, int] | None,
 ) -> tuple[npt.NDArray[np.float32], str, Any]:
-    """Prediction at the ground truth's full (H, W) (NaN where the model did not look)."""
+    """Prediction at the ground truth's full (H, W) (NaN where the model did not look).
+
+    The unmasked prediction (:func:`scored_depth`): depth outside the model's valid range is
+    kept, for the protocol to clamp, instead of the NaN the facade publishes.
+    """
     rgb = np.asarray(sample["rgb"])
     intrinsics: Intrinsics = sample["intrinsics"]
     height, width = np.asarray(sample["depth_m"]).shape
@@ -244,8 +251,9 @@ def _predict_full(
         output_resolution="input",
         camera_height_m=camera_height_m,
         camera_pitch_rad=camera_pitch_rad,
+        keep_unmasked=True,
     )
-    depth = np.asarray(result.depth_m, dtype=np.float32)
+    depth = np.asarray(scored_depth(result), dtype=np.float32)
     if depth.shape != (rows, width):
         depth = resize_prediction(depth, rows, width)
     full = np.full((height, width), np.nan, dtype=np.float32)
@@ -317,13 +325,21 @@ def run_evaluation(
         key = sample_key(sample, f"{source.name}_{index:05d}")
         gt = np.asarray(sample["depth_m"], dtype=np.float32)
         t0 = time.perf_counter()
-        pred, view, result = _predict_full(estimator, protocol, sample, model_size)
+        try:
+            pred, view, result = _predict_full(estimator, protocol, sample, model_size)
+            method = str(getattr(result, "scale_method", "unknown"))
+        except ScaleError as exc:
+            # A relative model whose ground fit failed on this image has no metres: it is scored
+            # as a failure (NaN -> the far edge, like any NaN prediction) and stated; unscaled
+            # depth is never taken as metres.
+            pred = np.full(gt.shape, np.nan, dtype=np.float32)
+            view, method = "full", "no_metric_scale"
+            notes.append(f"{key}: no metric scale ({exc})")
         timings.append((time.perf_counter() - t0) * 1e3)
         views.add(view)
         windows.add(protocol.crop_window(*gt.shape))
-        method = str(getattr(result, "scale_method", "unknown"))
         scale_methods[method] = scale_methods.get(method, 0) + 1
-        ev = evaluate_image(protocol, gt, pred, edges)
+        ev = evaluate_image(protocol, gt, pred, edges, detailed=True)
         row: dict[str, Any] = {
             "key": key,
             "n_gt_valid": ev.n_gt_valid,
@@ -341,8 +357,10 @@ def run_evaluation(
         row["predict_ms"] = timings[-1]
         per_image.append(row)
         if ev.metrics is None:
-            notes.append(f"{key}: no pixel to evaluate (no valid ground truth/prediction)")
+            notes.append(f"{key}: no pixel to evaluate (no valid ground truth)")
             continue
+        if ev.curve_sums is None or ev.curve_counts is None or ev.abs_rel_map is None:
+            raise InputError("a detailed evaluation returned no distance curve")  # unreachable
         metric_rows.append(ev.metrics)
         curve_sums += ev.curve_sums
         curve_counts += ev.curve_counts
@@ -376,6 +394,11 @@ def run_evaluation(
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(curve_counts > 0, curve_sums / np.maximum(curve_counts, 1), np.nan)
     coverage = [r["coverage"] for r in per_image if r["n_gt_valid"]]
+    coverage_mean = float(np.mean(coverage)) if coverage else 0.0
+    low_coverage = coverage_warning(coverage_mean)
+    if low_coverage is not None:
+        notes.insert(0, f"WARNING: {low_coverage}")
+        log.warning("%s", low_coverage)
     ratios = [
         r["median_scale_ratio"]
         for r in per_image
@@ -408,7 +431,8 @@ def run_evaluation(
             "abs_rel": curve.tolist(),
             "pixels": curve_counts.tolist(),
         },
-        "coverage_mean": float(np.mean(coverage)) if coverage else 0.0,
+        "coverage_mean": coverage_mean,
+        "coverage_warning": low_coverage,
         "scale_methods": scale_methods,
         "median_scale_ratio": (
             {

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudypoints_core.errors import ConfigError
+from cloudypoints_core.evaluation.protocols import coverage_warning
 from cloudypoints_core.evaluation.report import (
     markdown_table,
     metrics_table,
@@ -253,6 +254,13 @@ def _training_section(run: Mapping[str, Any] | None, assets: Path) -> list[str]:
     return lines
 
 
+def _coverage(value: Any) -> str:
+    if not isinstance(value, (int, float)) or value != value:
+        return "-"
+    warning = coverage_warning(float(value))
+    return f"{value:.4f}" + (f" (**warning**: {warning})" if warning else "")
+
+
 def _evaluation_section(
     results: Mapping[str, Any], plots: Mapping[str, str], assets: str
 ) -> list[str]:
@@ -271,6 +279,8 @@ def _evaluation_section(
         f"- Protocol: {protocol.get('summary', protocol.get('name', '?'))}",
         f"- Images: {results.get('n_images', '?')}; backend {backend.get('backend', '?')} on "
         f"{backend.get('device', '?')}; evaluated {results.get('created', '?')}",
+        f"- Coverage (pixels with valid ground truth predicted inside the range, not clamped; "
+        f"all of them are scored): {_coverage(results.get('coverage_mean'))}",
         "",
         metrics_table({"all pixels": results.get("metrics")}, first=""),
         "",

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from cloudypoints_core.errors import ConfigError, InputError
 from cloudypoints_core.evaluation.metrics import (
     DISTANCE_BANDS,
+    ErrorSums,
     ErrorTerms,
     band_index,
     band_label,
@@ -203,21 +204,68 @@ def get_protocol(name: str, **options: Any) -> EvalProtocol:
     return protocol.with_options(**options) if options else protocol
 
 
+#: Mean coverage below which a report warns that the prediction often fell outside the range.
+COVERAGE_WARNING_BELOW = 0.99
+
+
+def coverage_warning(coverage: float | None) -> str | None:
+    """The report's warning for a mean ``coverage`` below :data:`COVERAGE_WARNING_BELOW`."""
+    if coverage is None or not math.isfinite(coverage) or coverage >= COVERAGE_WARNING_BELOW:
+        return None
+    return (
+        f"coverage {coverage:.4f} < {COVERAGE_WARNING_BELOW}: on {1 - coverage:.1%} of the pixels "
+        "with valid ground truth the prediction was missing (NaN) or outside the protocol's "
+        "range; those pixels are scored at the range edge, not left out"
+    )
+
+
 @dataclass
 class ImageEvaluation:
-    """One image under a protocol: its metrics and the bookkeeping the report needs."""
+    """One image under a protocol: its metrics and the bookkeeping the report needs.
+
+    ``bands``, ``curve_sums``, ``curve_counts`` and ``abs_rel_map`` are filled only by a
+    ``detailed`` evaluation (empty / None otherwise).
+    """
 
     metrics: dict[str, float] | None
     bands: dict[str, dict[str, float] | None]
+    #: Pixels with valid ground truth in the window: every one of them is scored.
     n_gt_valid: int
     n_evaluated: int
-    #: Share of valid ground-truth pixels where the model gave a valid depth.
+    #: Share of the scored pixels whose prediction was inside the protocol's range as predicted
+    #: (neither missing nor clamped). Reported beside the metrics; it never removes a pixel.
     coverage: float
     scale_ratio: float
-    curve_sums: npt.NDArray[np.float64]
-    curve_counts: npt.NDArray[np.int64]
+    curve_sums: npt.NDArray[np.float64] | None
+    curve_counts: npt.NDArray[np.int64] | None
     #: (H, W) AbsRel per pixel inside the window (NaN elsewhere), for error maps.
-    abs_rel_map: npt.NDArray[np.float32]
+    abs_rel_map: npt.NDArray[np.float32] | None
+    #: Evaluated window (row0, row1, col0, col1), end exclusive.
+    window: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+def clamp_prediction(
+    pred_m: npt.NDArray[np.float64], min_depth_m: float, max_depth_m: float
+) -> int:
+    """Clamp predicted depths to [min_depth_m, max_depth_m] in place, as the protocol scores them.
+
+    NaN (no depth: the network's own NaN, or what a node publishes for depth outside its valid
+    range) is scored at the far edge ``max_depth_m``: a metric model's NaN almost always means
+    "beyond the far limit", and the live replay, which only sees the published NaN, must score
+    a frame as the offline path that sees the unmasked value does. +inf clamps to the far edge,
+    zero, negative and -inf to the near edge. Returns how many values were inside the range as
+    given (finite, neither clamped nor substituted): the numerator of the coverage.
+    """
+    with np.errstate(invalid="ignore"):
+        inside = int(np.count_nonzero((pred_m >= min_depth_m) & (pred_m <= max_depth_m)))
+    np.nan_to_num(pred_m, copy=False, nan=max_depth_m, posinf=max_depth_m, neginf=min_depth_m)
+    np.clip(pred_m, min_depth_m, max_depth_m, out=pred_m)
+    return inside
+
+
+#: Pixels per block of the lean (not detailed) path: float32 inputs, masks and float64 copies of
+#: one block stay in the CPU cache while every metric term is computed on them.
+_SCORE_BLOCK_PX = 1 << 15
 
 
 def evaluate_image(
@@ -225,11 +273,18 @@ def evaluate_image(
     gt_depth_m: npt.NDArray[np.floating[Any]],
     pred_depth_m: npt.NDArray[np.floating[Any]],
     curve_edges_m: npt.ArrayLike = DISTANCE_CURVE_EDGES_M,
+    *,
+    detailed: bool = True,
 ) -> ImageEvaluation:
-    """Apply ``protocol`` to one image; both depths (m) at the same (H, W), NaN/inf/<=0 invalid.
+    """Score one image under ``protocol``: the one scoring function of every evaluation path.
 
-    Pixels where the ground truth is valid but the model returned no depth (NaN: outside its
-    valid range) are not evaluated and lower ``coverage``, which the report states.
+    Both depths in metres at the same (H, W). Every pixel of the window whose ground truth is
+    finite and strictly inside (min_depth_m, max_depth_m) is scored: the prediction is
+    optionally median-scaled, then clamped to [min_depth_m, max_depth_m] with NaN at the far
+    edge (:func:`clamp_prediction`), then monodepth2's metrics are taken. No pixel is left out
+    because of its prediction; ``coverage`` says how many predictions needed no clamping.
+    ``detailed`` adds distance bands, the AbsRel-by-distance sums and the per-pixel AbsRel map
+    (the metrics are the same; the lean path runs block by block and is several times faster).
     """
     gt_full = np.asarray(gt_depth_m)
     pred_full = np.asarray(pred_depth_m)
@@ -239,37 +294,51 @@ def evaluate_image(
             f"{pred_full.shape}; resize the prediction to the ground truth first"
         )
     height, width = gt_full.shape
-    r0, r1, c0, c1 = protocol.crop_window(height, width)
+    window = protocol.crop_window(height, width)
+    r0, r1, c0, c1 = window
     # Crop before any conversion: the window is a quarter of a Cityscapes frame.
     gt = gt_full[r0:r1, c0:c1]
     pred = pred_full[r0:r1, c0:c1]
+    lo, hi = protocol.min_depth_m, protocol.max_depth_m
+    if not detailed and not protocol.median_scaling:
+        return _evaluate_lean(gt, pred, lo, hi, window)
     with np.errstate(invalid="ignore"):
-        gt_valid = np.isfinite(gt) & (gt > protocol.min_depth_m) & (gt < protocol.max_depth_m)
-        mask = gt_valid & np.isfinite(pred) & (pred > 0)
+        # NaN fails both comparisons and the range is finite: no isfinite pass needed.
+        gt_valid = (gt > lo) & (gt < hi)
     n_gt = int(np.count_nonzero(gt_valid))
-    n_eval = int(np.count_nonzero(mask))
     edges = np.asarray(curve_edges_m, dtype=np.float64)
-    abs_rel_map = np.full((height, width), np.nan, dtype=np.float32)
-    if n_eval == 0:
+    if n_gt == 0:
         return ImageEvaluation(
             metrics=None,
             bands={},
-            n_gt_valid=n_gt,
+            n_gt_valid=0,
             n_evaluated=0,
-            coverage=0.0,
+            coverage=float("nan"),
             scale_ratio=float("nan"),
-            curve_sums=np.zeros(edges.size - 1),
-            curve_counts=np.zeros(edges.size - 1, dtype=np.int64),
-            abs_rel_map=abs_rel_map,
+            curve_sums=np.zeros(edges.size - 1) if detailed else None,
+            curve_counts=np.zeros(edges.size - 1, dtype=np.int64) if detailed else None,
+            abs_rel_map=np.full((height, width), np.nan, np.float32) if detailed else None,
+            window=window,
         )
-    gt_values = gt[mask].astype(np.float64)
-    pred_values = pred[mask].astype(np.float64)
+    gt_values = gt[gt_valid].astype(np.float64)
+    pred_values = pred[gt_valid].astype(np.float64)
     ratio = 1.0
     if protocol.median_scaling:
-        ratio = float(np.median(gt_values) / np.median(pred_values))
-        pred_values *= ratio
+        with np.errstate(invalid="ignore"):
+            usable = (pred_values > 0) & (pred_values < np.inf)
+        if usable.any():
+            ratio = float(np.median(gt_values[usable]) / np.median(pred_values[usable]))
+            pred_values *= ratio
+        else:
+            ratio = float("nan")  # nothing to scale: every pixel is scored at the range edge
     # Scale first, then clamp (the order the literature uses).
-    np.clip(pred_values, protocol.min_depth_m, protocol.max_depth_m, out=pred_values)
+    inside = clamp_prediction(pred_values, lo, hi)
+    if not detailed:
+        sums = ErrorSums()
+        sums.add(gt_values, pred_values)
+        return ImageEvaluation(
+            sums.metrics(), {}, n_gt, n_gt, inside / n_gt, ratio, None, None, None, window
+        )
     # Per-pixel terms once; the image's metrics, its bands and the distance curve all reduce them.
     terms = ErrorTerms(gt_values, pred_values)
     metrics = terms.reduce()[0]
@@ -280,21 +349,65 @@ def evaluate_image(
             strict=True,
         )
     )
-    sums, counts = binned_sums(bin_index(gt_values, edges), terms["abs_rel"], edges.size - 1)
-    window = np.full(gt.shape, np.nan, dtype=np.float32)
-    window[mask] = terms["abs_rel"]
-    abs_rel_map[r0:r1, c0:c1] = window
+    sums_px, counts = binned_sums(bin_index(gt_values, edges), terms["abs_rel"], edges.size - 1)
+    abs_rel_map = np.full((height, width), np.nan, dtype=np.float32)
+    in_window = np.full(gt.shape, np.nan, dtype=np.float32)
+    in_window[gt_valid] = terms["abs_rel"]
+    abs_rel_map[r0:r1, c0:c1] = in_window
     return ImageEvaluation(
         metrics=metrics,
         bands=bands,
         n_gt_valid=n_gt,
-        n_evaluated=n_eval,
-        coverage=n_eval / n_gt if n_gt else 0.0,
+        n_evaluated=n_gt,
+        coverage=inside / n_gt,
         scale_ratio=ratio,
-        curve_sums=sums,
+        curve_sums=sums_px,
         curve_counts=counts,
         abs_rel_map=abs_rel_map,
+        window=window,
     )
+
+
+def _evaluate_lean(
+    gt: npt.NDArray[Any],
+    pred: npt.NDArray[Any],
+    lo: float,
+    hi: float,
+    window: tuple[int, int, int, int],
+) -> ImageEvaluation:
+    """:func:`evaluate_image` without median scaling or details, block by block (same rules)."""
+    sums = ErrorSums()
+    n_gt = inside = 0
+    rows = max(1, _SCORE_BLOCK_PX // max(1, gt.shape[1]))
+    for top in range(0, gt.shape[0], rows):
+        gb, pb = gt[top : top + rows], pred[top : top + rows]
+        with np.errstate(invalid="ignore"):
+            gt_ok = gb > lo
+            np.logical_and(gt_ok, gb < hi, out=gt_ok)
+        g = gb[gt_ok].astype(np.float64)
+        if g.size == 0:
+            continue
+        p = pb[gt_ok].astype(np.float64)
+        inside += clamp_prediction(p, lo, hi)
+        n_gt += g.size
+        # Ground truth in (lo, hi), prediction in [lo, hi], 0 < lo < hi < inf (the protocol
+        # checks it): valid by construction, so compute_errors' validation is not repeated.
+        sums.add(g, p)
+    if n_gt == 0:
+        return ImageEvaluation(
+            None, {}, 0, 0, float("nan"), float("nan"), None, None, None, window
+        )
+    return ImageEvaluation(
+        sums.metrics(), {}, n_gt, n_gt, inside / n_gt, 1.0, None, None, None, window
+    )
+
+
+def scored_depth(result: Any) -> npt.NDArray[np.floating[Any]]:
+    """The depth a prediction result is scored on: the facade's unmasked depth when it kept
+    one (``predict(..., keep_unmasked=True)``), else ``depth_m`` (NaN then scores at the far
+    edge, as for the node's published depth)."""
+    unmasked = getattr(result, "depth_unmasked_m", None)
+    return np.asarray(result.depth_m if unmasked is None else unmasked)
 
 
 def resize_prediction(

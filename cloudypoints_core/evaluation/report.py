@@ -165,8 +165,8 @@ def evaluation_markdown(results: Mapping[str, Any], per_image: Sequence[Mapping[
             )
             or "-"
         ),
-        f"- Mean coverage (valid ground truth with a model depth): "
-        f"{results.get('coverage_mean', float('nan')):.4f}",
+        f"- Mean coverage (pixels with valid ground truth predicted inside the range, not "
+        f"clamped; every such pixel is scored): {results.get('coverage_mean', float('nan')):.4f}",
         f"- Scale methods used by the model: {results.get('scale_methods', {})}",
         "",
     ]

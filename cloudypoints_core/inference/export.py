@@ -47,6 +47,12 @@ def _onnx_bytes(model: torch.nn.Module, spec: ModelSpec, opset: int) -> bytes:
     buffer = io.BytesIO()
     was_training = model.training
     model.eval()
+    # Networks whose graph depends on the input size beyond shapes (a ViT's position embedding
+    # resampled to the patch grid) precompute that part for the export size: the graph then
+    # holds a constant, not a bicubic resize TensorRT would have to run on every frame.
+    fix_input_size = getattr(model, "fix_input_size", None)
+    if callable(fix_input_size):
+        fix_input_size(spec.input_height, spec.input_width)
     try:
         with torch.no_grad():
             torch.onnx.export(
@@ -62,6 +68,8 @@ def _onnx_bytes(model: torch.nn.Module, spec: ModelSpec, opset: int) -> bytes:
     except Exception as exc:  # the exporter raises many unrelated types for unsupported ops
         raise ModelError(f"ONNX export of {spec.architecture!r} failed: {exc}") from exc
     finally:
+        if callable(fix_input_size):
+            fix_input_size(None)
         model.train(was_training)
     return buffer.getvalue()
 

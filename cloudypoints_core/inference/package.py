@@ -6,6 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloudypoints_core.errors import ModelError
 from cloudypoints_core.inference.spec import ModelSpec
@@ -42,15 +43,69 @@ class ModelPackage:
     def has_weights(self) -> bool:
         return self.weights_path is not None and self.weights_path.is_file()
 
-    def onnx_sha256(self) -> str:
-        """Hash of the ONNX file (keys engine caches so a changed model rebuilds its engine)."""
+    def onnx_external_files(self) -> list[Path]:
+        """Files holding the ONNX model's external weights (tensors saved beside the .onnx).
+
+        Large exports (over protobuf's 2 GiB limit, or saved with ``save_as_external_data``) keep
+        their weights there; an engine built from the ONNX depends on them as much as on the file.
+        """
         if self.onnx_path is None or not self.onnx_path.is_file():
             raise ModelError(f"model package {self.root} has no ONNX file")
-        digest = hashlib.sha256()
-        with self.onnx_path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        from cloudypoints_core._optional import require
+
+        onnx = require("onnx", "reading an ONNX model's external weights")
+        try:
+            model = onnx.load_model(str(self.onnx_path), load_external_data=False)
+        except Exception as exc:  # protobuf raises DecodeError and friends, not one base class
+            raise ModelError(f"{self.onnx_path} is not a readable ONNX model: {exc}") from exc
+        locations: set[str] = set()
+
+        def visit(graph: Any) -> None:
+            tensors = list(graph.initializer)
+            for node in graph.node:
+                for attr in node.attribute:
+                    tensors.extend([attr.t, *attr.tensors])
+                    for sub in [attr.g, *attr.graphs]:
+                        if sub.ByteSize():
+                            visit(sub)
+            for tensor in tensors:
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    entries = {e.key: e.value for e in tensor.external_data}
+                    if "location" in entries:
+                        locations.add(entries["location"])
+
+        visit(model.graph)
+        base = self.onnx_path.parent
+        files = sorted(base / loc for loc in locations)
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ModelError(
+                f"{self.onnx_path} keeps weights in external files that are missing: {missing}"
+            )
+        return files
+
+    def onnx_sha256(self) -> str:
+        """Hash of the ONNX file and its external weight files, if any (keys engine caches, so
+        new weights rebuild the engine); for a self-contained file, the file's own sha256."""
+        if self.onnx_path is None or not self.onnx_path.is_file():
+            raise ModelError(f"model package {self.root} has no ONNX file")
+        digest = _file_sha256(self.onnx_path)
+        external = self.onnx_external_files()
+        if not external:
+            return digest
+        combined = hashlib.sha256(digest.encode("ascii"))
+        for path in external:
+            rel = path.relative_to(self.onnx_path.parent).as_posix()
+            combined.update(f"\0{rel}\0{_file_sha256(path)}".encode())
+        return combined.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_model_package(path: str | os.PathLike[str] | None = None) -> ModelPackage:

@@ -65,8 +65,10 @@ class DataConfig:
     def validate(self) -> None:
         for key in ("input_width", "input_height"):
             value = getattr(self, key)
-            if value <= 0 or value % 32:
-                raise ConfigError(f"data.{key} must be a positive multiple of 32, got {value}")
+            # The multiple (32 for the U-Nets, 14 for ViTs) is the network's: checked in
+            # TrainingConfig.validate, which knows the architecture.
+            if value <= 0:
+                raise ConfigError(f"data.{key} must be positive, got {value}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.far_targets not in ("clamp", "ignore"):
@@ -99,6 +101,9 @@ class ModelConfig:
     valid_max_depth_m: float = 80.0
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    #: A state dict file (an official ``.pth`` checkpoint, or a package's ``model.pt``) loaded
+    #: with ``strict=True`` before training starts: every key must fit, none may be left over.
+    init_weights: str | None = None
 
     def validate(self) -> None:
         from cloudypoints_core.models import list_models
@@ -123,11 +128,23 @@ class ModelConfig:
             raise ConfigError(
                 f"model.mean/std need 3 values (std > 0), got {self.mean}, {self.std}"
             )
+        if dict(self.arch_config).get("head", "metric") != "metric":
+            # The losses fit metric depth; a relative (affine-invariant) head cannot learn it.
+            raise ConfigError(
+                "training fits metric depth: model.arch_config.head must be 'metric', got "
+                f"{dict(self.arch_config)['head']!r}"
+            )
+        if self.init_weights is not None and not self.init_weights:
+            raise ConfigError("model.init_weights must be a file path or null, got ''")
 
     @property
     def head_range_m(self) -> tuple[float, float]:
         """(min, max) depth of the network's head in the canonical camera."""
         cfg = dict(self.arch_config)
+        # ``max_depth`` is the sigmoid head's scale of Depth Anything V2 (its official name);
+        # that head reaches down to 0, so targets are only floored at the valid minimum.
+        if "max_depth" in cfg:
+            return float(self.valid_min_depth_m), float(cfg["max_depth"])
         return float(cfg.get("min_depth_m", 0.5)), float(cfg.get("max_depth_m", 100.0))
 
 
@@ -148,6 +165,11 @@ class OptimConfig:
     silog_lambda: float = 0.85
     gradient_weight: float = 0.5
     gradient_scales: int = 4
+    #: Learning rate of a pre-trained encoder relative to ``lr`` (networks exposing
+    #: ``encoder_parameters()``, such as depth_anything_v2; 0.1 keeps pre-trained features).
+    encoder_lr_mult: float = 1.0
+    #: Train only the decoder/head for this many first epochs (encoder frozen), then all.
+    freeze_encoder_epochs: int = 0
     #: Weight of the loss on a sample's ``depth_m`` (its main supervision, e.g. a teacher's).
     depth_weight: float = 1.0
     #: Weight of the loss on ``aux_depth_m``, a second supervision source that some data sets
@@ -173,6 +195,14 @@ class OptimConfig:
             )
         if not 0 <= self.silog_lambda <= 1:
             raise ConfigError(f"optim.silog_lambda must be in [0, 1], got {self.silog_lambda}")
+        if not (math.isfinite(self.encoder_lr_mult) and self.encoder_lr_mult > 0):
+            raise ConfigError(
+                f"optim.encoder_lr_mult must be positive, got {self.encoder_lr_mult}"
+            )
+        if self.freeze_encoder_epochs < 0:
+            raise ConfigError(
+                f"optim.freeze_encoder_epochs must be >= 0, got {self.freeze_encoder_epochs}"
+            )
         if self.gradient_weight < 0 or self.gradient_scales < 1:
             raise ConfigError(
                 "optim.gradient_weight must be >= 0 and optim.gradient_scales >= 1, got "
@@ -297,6 +327,16 @@ class TrainingConfig:
     def validate(self) -> None:
         for section in fields(self):
             getattr(self, section.name).validate()
+        from cloudypoints_core.models import model_info
+
+        multiple = model_info(self.model.architecture).input_multiple
+        for key in ("input_width", "input_height"):
+            value = getattr(self.data, key)
+            if value % multiple:
+                raise ConfigError(
+                    f"data.{key} must be a multiple of {multiple} for network "
+                    f"{self.model.architecture!r}, got {value}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -41,9 +42,9 @@ from cloudypoints_core.errors import ConfigError, ModelError
 from cloudypoints_core.evaluation.metrics import (
     LOWER_IS_BETTER,
     METRIC_NAMES,
-    compute_errors,
     mean_errors,
 )
+from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image
 from cloudypoints_core.inference.spec import ModelSpec
 from cloudypoints_core.io import atomic_path, atomic_write_bytes, atomic_write_text
 from cloudypoints_core.training.config import TrainingConfig
@@ -223,6 +224,62 @@ def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
     )
 
 
+def _encoder_parameters(model: Any, config: TrainingConfig) -> list[Any]:
+    """The network's pre-trained encoder parameters when the config treats them apart."""
+    wants = config.optim.encoder_lr_mult != 1.0 or config.optim.freeze_encoder_epochs > 0
+    getter = getattr(model, "encoder_parameters", None)
+    if not wants:
+        return []
+    if not callable(getter):
+        raise ConfigError(
+            f"optim.encoder_lr_mult / optim.freeze_encoder_epochs need a network with a "
+            f"pre-trained encoder (such as depth_anything_v2); {config.model.architecture!r} "
+            "has none"
+        )
+    return list(getter())
+
+
+def _param_groups(
+    model: Any, encoder_params: list[Any], config: TrainingConfig
+) -> list[dict[str, Any]]:
+    """AdamW groups: (encoder | rest) x (decayed weights | norms, biases and gains)."""
+    encoder_ids = {id(p) for p in encoder_params}
+    groups = []
+    for in_encoder, lr in (
+        (False, config.optim.lr),
+        (True, config.optim.lr * config.optim.encoder_lr_mult),
+    ):
+        params = [
+            p
+            for p in model.parameters()
+            if (id(p) in encoder_ids) == in_encoder and (p.requires_grad or id(p) in encoder_ids)
+        ]
+        # Norm scales and biases: decaying them only fights the normalisation.
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups += [
+            {"params": decay, "weight_decay": config.optim.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        ]
+    return [g for g in groups if g["params"]]
+
+
+def _init_weights(model: Any, path: str, run_dir: Path | None) -> None:
+    """Load ``path`` into ``model`` strictly; record the file and its hash in the run folder."""
+    from cloudypoints_core.models.weights import load_checkpoint_state, load_strict
+
+    file = Path(path).expanduser()
+    state = load_checkpoint_state(file)
+    load_strict(model, state, f"model.init_weights {file}")
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    log.info(
+        "initialised all %d tensors from %s (sha256 %s, strict)", len(state), file, digest[:16]
+    )
+    if run_dir is not None:
+        record = {"path": str(file.resolve()), "sha256": digest, "tensors": len(state)}
+        atomic_write_text(run_dir / "init_weights.json", json.dumps(record, indent=2) + "\n")
+
+
 def _unwrap(model: Any) -> Any:
     return model.module if hasattr(model, "module") else model
 
@@ -286,6 +343,7 @@ def evaluate(
 
     from cloudypoints_core.training.losses import depth_loss
 
+    protocol = EvalProtocol(name=desc, min_depth_m=eval_min_m, max_depth_m=eval_max_m)
     model.eval()
     rows: list[dict[str, float]] = []
     aux_rows: list[dict[str, float]] = []
@@ -302,12 +360,10 @@ def evaluate(
                 losses.append(float(loss))
             scale = (batch["fx_px"].to(device).float() / train_fx_px).view(-1, 1, 1, 1)
             metric = (pred * scale).cpu().numpy()
-            rows += _score_batch(batch["depth_m"].numpy(), metric, eval_min_m, eval_max_m)
+            rows += _score_batch(protocol, batch["depth_m"].numpy(), metric)
             if "aux_depth_m" in batch:
                 has_aux = True
-                aux_rows += _score_batch(
-                    batch["aux_depth_m"].numpy(), metric, eval_min_m, eval_max_m
-                )
+                aux_rows += _score_batch(protocol, batch["aux_depth_m"].numpy(), metric)
     nan = {m: float("nan") for m in METRIC_NAMES}
     out = mean_errors(rows) if rows else dict(nan)
     if has_aux:
@@ -320,19 +376,16 @@ def evaluate(
 
 
 def _score_batch(
-    gt: npt.NDArray[np.float32], metric: npt.NDArray[np.float32], min_m: float, max_m: float
+    protocol: EvalProtocol, gt: npt.NDArray[np.float32], metric: npt.NDArray[np.float32]
 ) -> list[dict[str, float]]:
-    """Per-image metrics of (B, 1, H, W) predictions against ground truth (images without any
-    valid ground truth are skipped)."""
+    """Per-image metrics of (B, 1, H, W) predictions against ground truth with the evaluation's
+    one scoring function: every valid ground-truth pixel, the prediction clamped (a NaN from the
+    network scored at the far edge); images without valid ground truth are skipped."""
     rows = []
     for k in range(gt.shape[0]):
-        g = gt[k, 0]
-        with np.errstate(invalid="ignore"):
-            valid = np.isfinite(g) & (g > min_m) & (g < max_m)
-        if not valid.any():
-            continue
-        p = np.clip(metric[k, 0][valid], min_m, max_m)
-        rows.append(compute_errors(g[valid], p))
+        ev = evaluate_image(protocol, gt[k, 0], metric[k, 0], detailed=False)
+        if ev.metrics is not None:
+            rows.append(ev.metrics)
     return rows
 
 
@@ -583,16 +636,14 @@ def train(
 
         # --- model and optimiser
         model = create_model(config.model.architecture, **dict(config.model.arch_config))
+        if config.model.init_weights is not None and ckpt is None:
+            # A resumed run restores its own weights; init_weights only starts a run.
+            _init_weights(model, config.model.init_weights, run_dir if dist.is_main else None)
         cost = count_flops(model, config.data.input_height, config.data.input_width)
         model.to(device)
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        encoder_params = _encoder_parameters(model, config)
         optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": config.optim.weight_decay},
-                # BatchNorm scales and biases: decaying them only fights the normalisation.
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            _param_groups(model, encoder_params, config),
             lr=config.optim.lr,
             betas=config.optim.betas,
         )
@@ -695,7 +746,22 @@ def train(
         # max_steps counts steps in total: a run resumed at or past it trains no further (resume
         # with train.max_steps=null to go on).
         stop = config.train.max_steps is not None and step >= config.train.max_steps
+        frozen: bool | None = None
         while epoch < config.train.epochs and not stop:
+            freeze = epoch < config.optim.freeze_encoder_epochs
+            # Every parameter starts trainable: only a freeze, or a later thaw, changes anything.
+            changed = freeze != frozen and (freeze or frozen is not None)
+            frozen = freeze
+            if changed:
+                for p in encoder_params:
+                    p.requires_grad_(not freeze)
+                log.info("encoder %s from epoch %d", "frozen" if freeze else "trained", epoch + 1)
+                if dist.initialised:
+                    # DDP fixes the set of gradients it reduces when wrapping: wrap again.
+                    ddp_ids = [device.index] if device.type == "cuda" else None
+                    model = torch.nn.parallel.DistributedDataParallel(
+                        _unwrap(model), device_ids=ddp_ids
+                    )
             model.train()
             sampler.set_epoch(epoch, start=step_in_epoch * batch)
             loader = _make_loader(train_set, sampler, batch, config.data.num_workers, device)

@@ -18,6 +18,7 @@ from cloudypoints_core.geometry import (
     backproject,
     crop_image,
     distort_normalised,
+    pixel_rays,
     project,
     ray_grid,
     resize_image,
@@ -558,3 +559,92 @@ def test_project_behind_camera_and_shapes() -> None:
 def test_distort_normalised_identity_without_coefficients(rng) -> None:
     xy = rng.normal(size=(10, 2))
     np.testing.assert_array_equal(distort_normalised(xy, ()), xy)
+
+
+# --------------------------------------------------------------------- CameraInfo binning, ROI
+def _camera_info(
+    binning: tuple[int, int] = (0, 0), roi: tuple[int, int, int, int] = (0, 0, 0, 0)
+) -> object:
+    """A CameraInfo-like message of a 640x480 plumb-bob camera with REP 104 binning and ROI."""
+    from types import SimpleNamespace
+
+    k = [500.0, 0.0, 319.3, 0.0, 480.0, 241.7, 0.0, 0.0, 1.0]
+    return SimpleNamespace(
+        width=640,
+        height=480,
+        distortion_model="plumb_bob",
+        d=[-0.2, 0.05, 0.001, -0.002, 0.0],
+        k=k,
+        p=[500.0, 0.0, 319.3, 0.0, 0.0, 480.0, 241.7, 0.0, 0.0, 0.0, 1.0, 0.0],
+        binning_x=binning[0],
+        binning_y=binning[1],
+        roi=SimpleNamespace(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("binning", "roi", "size"),
+    [
+        ((2, 2), (0, 0, 0, 0), (320, 240)),
+        ((4, 2), (0, 0, 0, 0), (160, 240)),
+        ((0, 0), (100, 60, 200, 150), (200, 150)),
+        ((2, 2), (101, 61, 301, 151), (150, 75)),  # odd sizes: the last column/row unsent
+        ((3, 1), (0, 0, 0, 0), (213, 480)),
+    ],
+)
+def test_camera_info_binning_and_roi_describe_the_sent_image(
+    binning: tuple[int, int], roi: tuple[int, int, int, int], size: tuple[int, int]
+) -> None:
+    full = Intrinsics.from_camera_info(_camera_info())  # type: ignore[arg-type]
+    sent = Intrinsics.from_camera_info(_camera_info(binning, roi))  # type: ignore[arg-type]
+    assert sent.size == size and sent.dist == full.dist
+    # Every pixel of the sent image must see what the full-resolution camera sees at the
+    # centre of the block of full-resolution pixels it was made of.
+    bx, by = max(binning[0], 1), max(binning[1], 1)
+    rays = ray_grid(sent)
+    v, u = np.mgrid[0 : sent.height : 7, 0 : sent.width : 9]
+    uv_full, _ = project(rays[v, u].astype(np.float64), full)
+    ok = np.isfinite(rays[v, u]).all(axis=-1)
+    assert ok.mean() > 0.95
+    np.testing.assert_allclose(
+        uv_full[..., 0][ok], (roi[0] + bx * u + (bx - 1) / 2)[ok], atol=2e-3
+    )
+    np.testing.assert_allclose(
+        uv_full[..., 1][ok], (roi[1] + by * v + (by - 1) / 2)[ok], atol=2e-3
+    )
+
+
+def test_camera_info_without_binning_fields_is_full_resolution() -> None:
+    from types import SimpleNamespace
+
+    msg = _camera_info()
+    bare = SimpleNamespace(
+        **{k: v for k, v in vars(msg).items() if k not in ("roi", "binning_x", "binning_y")}
+    )
+    assert Intrinsics.from_camera_info(bare) == Intrinsics.from_camera_info(msg)  # type: ignore[arg-type]
+    assert Intrinsics.from_camera_info(msg).size == (640, 480)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("binning", "roi", "message"),
+    [
+        ((0, 0), (600, 0, 100, 100), "does not fit"),
+        ((0, 0), (0, 400, 100, 100), "does not fit"),
+        ((1000, 1), (0, 0, 0, 0), "leaves no pixel"),
+    ],
+)
+def test_camera_info_with_impossible_binning_or_roi_is_refused(
+    binning: tuple[int, int], roi: tuple[int, int, int, int], message: str
+) -> None:
+    with pytest.raises(IntrinsicsError, match=message):
+        Intrinsics.from_camera_info(_camera_info(binning, roi))  # type: ignore[arg-type]
+
+
+def test_pixel_rays_are_rows_of_the_ray_grid() -> None:
+    intr = make_intr(PLUMB_BOB)
+    u, v = np.array([0, 5, 159]), np.array([0, 7, 119])
+    np.testing.assert_array_equal(pixel_rays(intr, u, v), ray_grid(intr)[v, u])
+    with pytest.raises(InputError, match="integer"):
+        pixel_rays(intr, u.astype(float), v)
+    with pytest.raises(InputError, match="outside"):
+        pixel_rays(intr, np.array([160]), np.array([0]))

@@ -32,14 +32,19 @@ def test_spec(name: str = "ros_test_net") -> ModelSpec:
     )
 
 
-def make_model_package(root: Path, seed: int = 0) -> Path:
-    """Write spec.yaml and model.onnx (spec embedded) into ``root``; return ``root``."""
+def make_model_package(
+    root: Path, seed: int = 0, *, spec: ModelSpec | None = None, scale: float = 6.0
+) -> Path:
+    """Write spec.yaml and model.onnx (spec embedded) into ``root``; return ``root``.
+
+    The network computes ``(softplus(conv(image)) * scale + 1) m`` at the training camera.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from cloudypoints_core.inference.onnx_meta import embed_spec_in_onnx_model
 
-    spec = test_spec()
+    spec = spec or test_spec()
     rng = np.random.default_rng(seed)
     weight = rng.normal(0.0, 0.6, size=(1, 3, 3, 3)).astype(np.float32)
     bias = np.array([0.2], dtype=np.float32)
@@ -57,7 +62,7 @@ def make_model_package(root: Path, seed: int = 0) -> Path:
         initializer=[
             numpy_helper.from_array(weight, "w"),
             numpy_helper.from_array(bias, "b"),
-            numpy_helper.from_array(np.array(6.0, dtype=np.float32), "scale"),
+            numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale"),
             numpy_helper.from_array(np.array(1.0, dtype=np.float32), "shift"),
         ],
     )

@@ -77,6 +77,17 @@ def test_camera_info_round_trip_and_refusals() -> None:
         conv.camera_info_to_intrinsics(empty)
 
 
+def test_camera_info_binning_and_roi_of_a_real_message() -> None:
+    # REP 104 on the rclpy message itself: the ROI crops, binning 2 halves, K stays full-size.
+    full = Intrinsics(500.0, 510.0, 320.5, 240.25, 640, 480)
+    msg = conv.camera_info_msg(full, _header())
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 40, 400, 300
+    msg.binning_x = msg.binning_y = 2
+    sent = conv.camera_info_to_intrinsics(msg)
+    assert sent == full.cropped(100, 40, 400, 300).resized(200, 150)
+    assert (sent.fx_px, sent.cx_px) == (250.0, (320.5 - 100 + 0.5) / 2 - 0.5)
+
+
 def test_cloud_message_carries_the_packed_layout_and_reads_back() -> None:
     rng = np.random.default_rng(1)
     xyz = rng.normal(size=(4, 5, 3)).astype(np.float32)

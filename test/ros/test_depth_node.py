@@ -543,7 +543,7 @@ def test_in_order_hand_over_never_lets_a_fast_worker_overtake() -> None:
 
     from cloudypoints_ros.depth_node import _InOrder
 
-    box: _InOrder[str] = _InOrder(capacity=2)
+    box: _InOrder[str] = _InOrder()
     for seq in (5, 6, 7):
         box.start(seq)
     box.finish(6, "six")
@@ -560,6 +560,14 @@ def test_in_order_hand_over_never_lets_a_fast_worker_overtake() -> None:
     box.finish(8, None)  # rejected: it must not hold back 9
     box.finish(9, "nine")
     assert box.get(timeout=1.0) == "nine"
+    # Newest wins: a frame finished while the publisher is still busy supersedes the one
+    # waiting, so the publisher never works through a backlog.
+    box.start(10)
+    assert box.finish(10, "ten") == 0
+    assert not box.wait_for_room(timeout=0.0)
+    box.start(11)
+    assert box.finish(11, "eleven") == 1
+    assert box.get(timeout=1.0) == "eleven" and box.get(timeout=0.05) is None
     waiter = threading.Thread(target=lambda: box.get(timeout=5.0))
     waiter.start()
     box.close()

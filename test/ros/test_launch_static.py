@@ -103,6 +103,11 @@ def test_launch_arguments_map_to_parameters_and_remappings(
         "namespace",
         "params_file",
         "reliable_input",
+        "camera_height_m",
+        "camera_pitch_rad",
+        "scale_method",
+        "ground_frame",
+        "dds_profile",
         "use_rviz",
     }
     assert declared["params_file"] == "/opt/share/cloudypoints_ros/config/depth.yaml"
@@ -121,6 +126,12 @@ def test_launch_arguments_map_to_parameters_and_remappings(
         "/opt/share/cloudypoints_ros/config/cloudypoints.rviz",
     ]
     assert rviz.kwargs["condition"].args == ("false",)
+    # The node (and only the node) gets the shipped Fast DDS profile for large messages.
+    assert declared["dds_profile"] == "/opt/share/cloudypoints_ros/config/fastdds_shm_large.xml"
+    assert node.kwargs["additional_env"] == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": declared["dds_profile"]
+    }
+    assert "additional_env" not in rviz.kwargs
 
     _, (rviz, node) = _evaluate(
         module,
@@ -136,10 +147,50 @@ def test_launch_arguments_map_to_parameters_and_remappings(
     assert dict(rviz.kwargs["remappings"]) == {"image": "/cam/raw/"}
     assert rviz.kwargs["condition"].args == ("true",)
 
+    _, (_, node) = _evaluate(module, dds_profile="/etc/my_fastdds.xml")
+    assert node.kwargs["additional_env"] == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my_fastdds.xml"
+    }
+    _, (_, node) = _evaluate(module, dds_profile="")  # empty: the user's environment decides
+    assert node.kwargs["additional_env"] is None
+
     _, (_, node) = _evaluate(module, reliable_input="True")
     assert node.kwargs["parameters"][1] == {"reliable_input": True}
     with pytest.raises(ValueError, match="reliable_input"):
         _evaluate(module, reliable_input="yes")
+
+    _, (_, node) = _evaluate(
+        module, camera_height_m="1.22", camera_pitch_rad="0.038", scale_method="ground_plane"
+    )
+    assert node.kwargs["parameters"][1] == {
+        "scale.camera_height_m": 1.22,
+        "scale.camera_pitch_rad": 0.038,
+        "scale.method": "ground_plane",
+    }
+    _, (_, node) = _evaluate(module, ground_frame="base_footprint")
+    assert node.kwargs["parameters"][1] == {"scale.ground_frame": "base_footprint"}
+    with pytest.raises(ValueError, match="camera_height_m"):
+        _evaluate(module, camera_height_m="tall")
+
+
+def test_shipped_dds_profile_is_installed_and_bounds_the_shared_memory_queue() -> None:
+    import xml.etree.ElementTree as ET
+
+    setup = (REPO / "setup.py").read_text()
+    assert 'glob("config/*.xml")' in setup  # the launch file's default path exists when installed
+    ns = {"dds": "http://www.eprosima.com"}
+    root = ET.parse(REPO / "config" / "fastdds_shm_large.xml").getroot()
+    (shm,) = root.findall(".//dds:transport_descriptor", ns)
+    assert shm.findtext("dds:type", namespaces=ns) == "SHM"
+    segment = int(shm.findtext("dds:segment_size", namespaces=ns) or 0)
+    largest = int(shm.findtext("dds:maxMessageSize", namespaces=ns) or 0)
+    queue = int(shm.findtext("dds:port_queue_capacity", namespaces=ns) or 512)
+    assert 0 < largest <= segment
+    # A bounded port queue: Fast DDS's default of 512 held dozens of stale images.
+    assert queue <= 64
+    participant = root.find(".//dds:participant", ns)
+    assert participant is not None and participant.get("is_default_profile") == "true"
+    assert participant.findtext(".//dds:useBuiltinTransports", namespaces=ns) == "true"
 
 
 def test_rviz_config_shows_images_and_the_rgb_cloud_in_the_demo_frame() -> None:

@@ -37,16 +37,32 @@ def _rows(report: Path) -> dict[int, dict[str, str]]:
         return {int(r["stamp_ns"]): r for r in csv.DictReader(handle)}
 
 
+@pytest.fixture(scope="module")
+def far_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose valid range ends at the protocol's far edge (80 m) and that predicts
+    beyond it on part of every frame: the node publishes NaN there, offline sees the value."""
+    from dataclasses import replace
+
+    from ros_fixtures import make_model_package, test_spec
+
+    spec = replace(test_spec("far_net"), min_depth_m=0.5, max_depth_m=80.0)
+    return make_model_package(tmp_path_factory.mktemp("far_model"), spec=spec, scale=40.0)
+
+
 @pytest.mark.parametrize(("storage", "fmt"), [("mcap", "raw"), ("sqlite3", "png")])
 def test_live_replay_agrees_with_offline(
-    model_dir: Path, tmp_path: Path, storage: str, fmt: str
+    far_model_dir: Path, tmp_path: Path, storage: str, fmt: str
 ) -> None:
+    # At the model's own input size (no resize on either path), offline clamps the unmasked
+    # depth beyond 80 m to 80 m, live scores the published NaN at the far edge (80 m): the
+    # same number for every pixel (see cloudypoints_ros.replay_evaluator).
+    model_dir = far_model_dir
     bag = write_synthcity_bag(
         tmp_path / "bag",
         seed=11,
         n_frames=N_FRAMES,
-        width=128,
-        height=64,
+        width=64,
+        height=32,
         storage=storage,
         image_format=fmt,
         progress=False,
@@ -82,6 +98,9 @@ def test_live_replay_agrees_with_offline(
     for stamp, row in live_rows.items():
         assert row["status"] == "ok"
         assert row["n_evaluated"] == off_rows[stamp]["n_evaluated"]
+        assert row["coverage"] == off_rows[stamp]["coverage"]
+    # The case is the one that matters: predictions beyond the range on every frame.
+    assert all(float(r["coverage"]) < 1.0 for r in off_rows.values())
     # Full precision: the node's published depth is the facade's, scored by the same code.
     off_full = {f["stamp_ns"]: f for f in offline["per_frame"]}
     for frame in live["per_frame"]:

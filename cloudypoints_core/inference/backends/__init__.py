@@ -1,9 +1,11 @@
 """Inference backends behind one Protocol, a name-to-class registry and an ``auto`` selection.
 
 Every backend takes a normalised NCHW float32 batch of shape (1, 3, input_height, input_width)
-and returns the raw network output as an (input_height, input_width) float32 array; the facade
-does everything before and after. Backend modules import their heavy library (onnxruntime, torch,
-tensorrt) only when the backend is created, so importing this package is cheap.
+and returns the raw primary network output (the spec's ``output_name``) as an (input_height,
+input_width) float32 array from ``infer``, or every output of a multi-head network by its ONNX
+name from ``infer_all``; the facade does everything before and after. Backend modules import
+their heavy library (onnxruntime, torch, tensorrt) only when the backend is created, so importing
+this package is cheap.
 
 ``auto`` picks, for the requested device:
 - ``cuda``: TensorRT when ``tensorrt`` is importable and a CUDA GPU is present, else ONNX Runtime
@@ -23,13 +25,16 @@ import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from cloudypoints_core.errors import BackendError, ConfigError, DependencyError
+from cloudypoints_core.errors import BackendError, ConfigError, DependencyError, ModelError
 from cloudypoints_core.inference.package import ModelPackage
+
+if TYPE_CHECKING:
+    from cloudypoints_core.inference.backends.cuda_api import GpuDiscovery
 
 __all__ = [
     "AUTO",
@@ -62,10 +67,19 @@ class Backend(Protocol):
     #: The device it runs on, normalised ("cpu", "cuda:0").
     device: str
 
-    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Raw output (H, W) float32 for a C-contiguous (1, 3, H, W) float32 batch.
+    #: Every output of the network, by its ONNX output name; the spec's primary output is one.
+    output_names: tuple[str, ...]
 
-        The returned array may be a buffer the backend reuses on the next call: copy it to keep it.
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Primary output (H, W) float32 for a C-contiguous (1, 3, H, W) float32 batch."""
+        ...
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        """Every output, keyed by :attr:`output_names`, for a (1, 3, H, W) float32 batch.
+
+        Arrays keep the shape the network gives them (e.g. (1, 1, H, W)) and its dtype (floating
+        outputs of a backend running in FP16 come back as float32). They are fresh arrays the
+        caller owns: the next call never overwrites them.
         """
         ...
 
@@ -177,19 +191,27 @@ class EnvironmentProbe:
             return False
 
     def cuda_device_count(self) -> int:
-        """Number of CUDA GPUs visible (0 when neither torch nor ONNX Runtime sees one).
+        """Number of CUDA GPUs visible (see :meth:`gpus` for who counted them)."""
+        return self.gpus().count
 
-        torch counts devices; without torch, an ONNX Runtime with its CUDA provider is taken to
+    def gpus(self) -> GpuDiscovery:
+        """The GPUs this process sees and which library saw them, without needing torch.
+
+        The CUDA runtime (cuda-bindings), a CUDA build of torch and NVML (the driver's library)
+        are asked in turn (see ``cuda_api.discover_gpus``); a CPU-only torch no longer hides the
+        GPUs. When none of them can answer, an ONNX Runtime with its CUDA provider is taken to
         mean one GPU (it cannot count them).
         """
-        if self.has_module("torch"):
-            import torch
+        from cloudypoints_core.inference.backends.cuda_api import GpuDiscovery, discover_gpus
 
-            try:
-                return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-            except RuntimeError:  # a broken driver install reports through exceptions
-                return 0
-        return 1 if "CUDAExecutionProvider" in self.onnxruntime_providers() else 0
+        found = discover_gpus()
+        if found.via == "none" and "CUDAExecutionProvider" in self.onnxruntime_providers():
+            return GpuDiscovery(
+                count=1,
+                via="onnxruntime CUDAExecutionProvider (assumed 1 GPU, it cannot count)",
+                notes=found.notes,
+            )
+        return found
 
     def onnxruntime_providers(self) -> list[str]:
         if not self.has_module("onnxruntime"):
@@ -393,6 +415,18 @@ def require_cuda_device(backend: str, dev: Device, probe: EnvironmentProbe | Non
         raise BackendError(
             f"backend {backend!r} was asked for device {dev}, but this machine has "
             f"{count} CUDA GPU(s); use device 'cpu' or backend 'auto'"
+        )
+
+
+def check_single_input(names: list[str], wanted: str, source: str) -> None:
+    """ModelError unless the graph's only input is the spec's: CloudyPoints feeds one image."""
+    if wanted not in names:
+        raise ModelError(f"{source}: the spec names input {wanted!r}, the graph has {names}")
+    extra = [n for n in names if n != wanted]
+    if extra:
+        raise ModelError(
+            f"{source}: the graph has inputs {extra} besides the image input {wanted!r}; "
+            "CloudyPoints feeds only the image (export the network with the others fixed)"
         )
 
 

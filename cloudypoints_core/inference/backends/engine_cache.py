@@ -2,8 +2,9 @@
 
 A TensorRT engine is only valid for the exact network, TensorRT version, GPU model (compute
 capability) and build options it was built with. The cache key hashes all of them; a change of
-any one gives a new key and hence a rebuild, and the superseded engine of the same model and build
-options is deleted. Each entry is two files written atomically:
+any one gives a new key and hence a rebuild, and the superseded engine of the same ONNX file (by
+its path, not the model's name: two packages trained from one config share a name) on the same
+GPU with the same build options is deleted. Each entry is two files written atomically:
 
 - ``<model>-<key[:20]>.engine``: the serialized engine;
 - ``<model>-<key[:20]>.json``: the full key and the engine's size and sha256, written last, so
@@ -44,7 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump when the entry layout changes, so old entries are ignored rather than misread.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 PRECISIONS = ("fp16", "fp32")
 #: Workspace bounds: below 16 MiB TensorRT finds no tactics for most convolutions; above 64 GiB
 #: is certainly a unit mistake (bytes instead of MiB).
@@ -100,6 +101,9 @@ class EngineKey:
     gpu: GpuInfo
     options: EngineBuildOptions
     input_shape: tuple[int, ...]
+    #: The resolved path of the ONNX file the engine comes from: what a newer engine supersedes.
+    #: A label like the model name, not part of the digest (a moved package may keep its engine).
+    source: str = ""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
@@ -116,19 +120,20 @@ class EngineKey:
             "gpu": self.gpu.to_dict(),
             "options": self.options.to_dict(),
             "input_shape": list(self.input_shape),
+            "source": self.source,
         }
 
     def digest(self) -> str:
-        """sha256 of the canonical JSON of :meth:`to_dict` (the model name is only a label)."""
+        """sha256 of the canonical JSON of :meth:`to_dict` (model name and source are labels)."""
         data = self.to_dict()
-        del data["model_name"]
+        del data["model_name"], data["source"]
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def family(self) -> dict[str, Any]:
-        """What two keys share when one supersedes the other (same model, GPU and options)."""
+        """What two keys share when one supersedes the other (same ONNX file, GPU, options)."""
         return {
-            "model_name": self.model_name,
+            "source": self.source,
             "gpu": self.gpu.to_dict(),
             "options": self.options.to_dict(),
         }
@@ -249,20 +254,27 @@ class EngineCache:
         return found
 
     def _remove_superseded(self, key: EngineKey) -> None:
-        # An engine of the same model, GPU and options but an older network or TensorRT can never
-        # be used again; without this the folder would grow by one engine per retraining.
+        # An engine of the same ONNX file, GPU and options but an older network or TensorRT can
+        # never be used again; without this the folder would grow by one engine per retraining.
+        # The file's path, not the model name, says "same": two models trained from one config
+        # share a name and would otherwise evict each other's engines on alternate starts.
         family = key.family()
         digest = key.digest()
         for entry in self.entries():
             stored = entry["key"]
             if entry.get("digest") == digest:
                 continue
-            same = {
-                "model_name": stored.get("model_name"),
-                "gpu": stored.get("gpu"),
-                "options": stored.get("options"),
-            }
-            if same == family:
+            if stored.get("format") == CACHE_FORMAT_VERSION:
+                superseded = {
+                    "source": stored.get("source"),
+                    "gpu": stored.get("gpu"),
+                    "options": stored.get("options"),
+                } == family
+            else:
+                # An entry of an older layout is never loaded again (its key cannot match):
+                # dropped when its model's engine is rebuilt.
+                superseded = stored.get("model_name") == key.model_name
+            if superseded:
                 engine_path = Path(entry["path"])
                 log.info("removing superseded engine %s", engine_path)
                 for path in (engine_path.with_suffix(".json"), engine_path):

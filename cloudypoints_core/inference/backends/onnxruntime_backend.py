@@ -11,7 +11,12 @@ import numpy.typing as npt
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import BackendError, ConfigError, ModelError
-from cloudypoints_core.inference.backends import parse_device, require_cuda_device, validate_batch
+from cloudypoints_core.inference.backends import (
+    check_single_input,
+    parse_device,
+    require_cuda_device,
+    validate_batch,
+)
 from cloudypoints_core.inference.package import ModelPackage
 from cloudypoints_core.inference.spec import ModelSpec
 
@@ -34,11 +39,7 @@ def check_io_shapes(
     """
     names_in = {name: shape for name, shape in inputs}
     names_out = {name: shape for name, shape in outputs}
-    if spec.input_name not in names_in:
-        raise ModelError(
-            f"{source}: the spec names input {spec.input_name!r}, the ONNX graph has "
-            f"{sorted(names_in)}"
-        )
+    check_single_input(list(names_in), spec.input_name, source)
     if spec.output_name not in names_out:
         raise ModelError(
             f"{source}: the spec names output {spec.output_name!r}, the ONNX graph has "
@@ -162,6 +163,7 @@ class OnnxRuntimeBackend:
         self._shape = (1, 3, spec.input_height, spec.input_width)
         self._input_name = spec.input_name
         self._output_name = spec.output_name
+        self.output_names = tuple(str(o.name) for o in self._session.get_outputs())
         rank = {o.name: len(o.shape) for o in self._session.get_outputs()}[self._output_name]
         out_shape = (1,) * (rank - 2) + (spec.input_height, spec.input_width)
         self._output = np.empty(out_shape, dtype=np.float32)
@@ -192,10 +194,23 @@ class OnnxRuntimeBackend:
             self._binding.bind_cpu_input(self._input_name, batch)
             self._session.run_with_iobinding(self._binding)
             if self.device == "cpu":
-                out = self._output
+                # The bound buffer is rewritten by the next call: the caller gets its own copy.
+                out = self._output.copy()
             else:
                 out = self._binding.copy_outputs_to_cpu()[0]
-        out = np.asarray(out)
+        return self._primary(np.asarray(out))
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        validate_batch(batch, self._shape)
+        # session.run allocates every output afresh, so the caller owns what it gets; the
+        # io_binding buffer (primary output only) is not involved.
+        outs = self._session.run(None, {self._input_name: batch})
+        result = {name: np.asarray(out) for name, out in zip(self.output_names, outs, strict=True)}
+        self._primary(result[self._output_name])
+        return result
+
+    def _primary(self, out: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """The primary output as (H, W) float32; ModelError when its size is not H x W."""
         if out.shape[-2:] != self._shape[2:] or out.size != self._shape[2] * self._shape[3]:
             raise ModelError(
                 f"the ONNX network returned shape {out.shape}, expected "

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, ModelError
+from cloudypoints_core.errors import BackendError, ConfigError, ModelError
 from cloudypoints_core.inference.backends import parse_device, require_cuda_device, validate_batch
 from cloudypoints_core.inference.package import ModelPackage
 from cloudypoints_core.inference.spec import ModelSpec
@@ -135,6 +135,14 @@ class TorchBackend:
         self._torch = torch
         dev = parse_device(device)
         require_cuda_device(self.name, dev)
+        if dev.kind == "cuda" and (torch.version.cuda is None or not torch.cuda.is_available()):
+            # The GPU is there (counted without torch), this torch cannot use it: a BackendError,
+            # so that auto moves on instead of failing inside torch ("not compiled with CUDA").
+            build = "a CPU-only build" if torch.version.cuda is None else "unable to use CUDA"
+            raise BackendError(
+                f"torch {torch.__version__} is {build}; the torch backend on {dev} needs a "
+                "CUDA build of torch (pytorch.org), or use the tensorrt or onnxruntime backend"
+            )
         spec = package.spec
         if not package.has_weights():
             raise ModelError(
@@ -164,6 +172,8 @@ class TorchBackend:
         network = network.to(self._device, dtype=self._dtype).eval()
         self._network = torch.compile(network) if compile else network
         self._shape = (1, 3, spec.input_height, spec.input_width)
+        #: The spec's output until a run shows a network returning a dict of named outputs.
+        self.output_names: tuple[str, ...] = (spec.output_name,)
         self._graph: Any = None
         self._static_in: Any = None
         self._static_out: Any = None
@@ -172,14 +182,24 @@ class TorchBackend:
         elif warmup:
             self.infer(np.zeros(self._shape, dtype=np.float32))
 
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Any) -> dict[str, Any]:
+        """The network's outputs by name: a tensor is the spec's output, a dict names its own."""
         out = self._network(x)
-        if not isinstance(out, self._torch.Tensor):
-            raise ModelError(
-                f"network {self.spec.architecture!r} returned {type(out).__name__}, expected a "
-                "tensor (B, 1, H, W)"
-            )
-        return out
+        if isinstance(out, self._torch.Tensor):
+            return {self.spec.output_name: out}
+        if isinstance(out, Mapping) and all(
+            isinstance(k, str) and isinstance(v, self._torch.Tensor) for k, v in out.items()
+        ):
+            if self.spec.output_name not in out:
+                raise ModelError(
+                    f"network {self.spec.architecture!r} returned outputs {sorted(out)}, the "
+                    f"spec names {self.spec.output_name!r}"
+                )
+            return dict(out)
+        raise ModelError(
+            f"network {self.spec.architecture!r} returned {type(out).__name__}, expected a "
+            "tensor (B, 1, H, W) or a dict of named tensors"
+        )
 
     def _capture_graph(self) -> None:
         torch = self._torch
@@ -196,27 +216,44 @@ class TorchBackend:
             self._static_out = self._forward(self._static_in)
         self._check_output(self._static_out)
 
-    def _check_output(self, out: Any) -> None:
+    def _check_output(self, outs: dict[str, Any]) -> None:
+        out = outs[self.spec.output_name]
         want = (1, 1, self._shape[2], self._shape[3])
         if tuple(out.shape) != want:
             raise ModelError(
                 f"network {self.spec.architecture!r} returned shape {tuple(out.shape)}, expected "
                 f"{want}"
             )
+        self.output_names = tuple(outs)
 
-    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _run(self, batch: npt.NDArray[np.float32]) -> dict[str, Any]:
         validate_batch(batch, self._shape)
         torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(batch)
-            if self._graph is not None:
-                self._static_in.copy_(x)
-                self._graph.replay()
-                out = self._static_out
-            else:
-                out = self._forward(x.to(self._device, dtype=self._dtype))
-            self._check_output(out)
+        x = torch.from_numpy(batch)
+        if self._graph is not None:
+            self._static_in.copy_(x)
+            self._graph.replay()
+            outs: dict[str, Any] = self._static_out
+        else:
+            outs = self._forward(x.to(self._device, dtype=self._dtype))
+        self._check_output(outs)
+        return outs
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        with self._torch.inference_mode():
+            out = self._run(batch)[self.spec.output_name]
             result = out.reshape(self._shape[2], self._shape[3]).float().cpu().numpy()
+        return result
+
+    def infer_all(self, batch: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[Any]]:
+        torch = self._torch
+        result: dict[str, npt.NDArray[Any]] = {}
+        with torch.inference_mode():
+            for name, out in self._run(batch).items():
+                if out.dtype == torch.float16:  # FP16 is this backend's choice, not the model's
+                    out = out.float()
+                # copy=True: a CUDA-graph output or a tensor the network keeps must not be shared.
+                result[name] = out.detach().to("cpu", copy=True).numpy()
         return result
 
     def close(self) -> None:

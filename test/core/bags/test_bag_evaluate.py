@@ -25,17 +25,19 @@ from cloudypoints_core.inference.facade import DepthEstimator
 
 
 def _reference(gt: np.ndarray, pred: np.ndarray, lo: float = 1e-3, hi: float = 80.0) -> dict:
-    """monodepth2's formulas written out again, on the pixels the protocol keeps."""
-    keep = np.isfinite(gt) & (gt > lo) & (gt < hi) & np.isfinite(pred) & (pred > 0)
+    """monodepth2's formulas written out again, on every pixel with valid ground truth, the
+    prediction clamped (NaN at the far edge)."""
+    keep = np.isfinite(gt) & (gt > lo) & (gt < hi)
     g = gt[keep].astype(np.float64)
-    p = np.clip(pred[keep].astype(np.float64), lo, hi)
+    raw = pred[keep].astype(np.float64)
+    p = np.where(np.isnan(raw), hi, np.clip(raw, lo, hi))
     ratio = np.maximum(g / p, p / g)
     return {
         "abs_rel": np.mean(np.abs(g - p) / g),
         "rmse": np.sqrt(np.mean((g - p) ** 2)),
         "a1": np.mean(ratio < 1.25),
         "n_valid": int(keep.sum()),
-        "coverage": keep.sum() / (np.isfinite(gt) & (gt > lo) & (gt < hi)).sum(),
+        "coverage": np.mean((raw >= lo) & (raw <= hi)),
     }
 
 
@@ -70,11 +72,14 @@ def test_score_frame_over_several_blocks_equals_compute_errors(
     protocol = make_protocol("whole_frame", median_scaling=median_scaling)
     score = score_frame(gt, pred, protocol)
     gt_ok = np.isfinite(gt) & (gt > 1e-3) & (gt < 80.0)
-    keep = gt_ok & np.isfinite(pred) & (pred > 0)
-    g, p = gt[keep].astype(np.float64), pred[keep].astype(np.float64)
-    scale = float(np.median(g) / np.median(p)) if median_scaling else 1.0
-    want = compute_errors(g, np.clip(p * scale, 1e-3, 80.0))
-    assert (score.n_gt_valid, score.n_evaluated) == (int(gt_ok.sum()), int(keep.sum()))
+    usable = gt_ok & np.isfinite(pred) & (pred > 0)
+    g, p = gt[gt_ok].astype(np.float64), pred[gt_ok].astype(np.float64)
+    g_use, p_use = gt[usable].astype(np.float64), pred[usable].astype(np.float64)
+    scale = float(np.median(g_use) / np.median(p_use)) if median_scaling else 1.0
+    # Every valid ground-truth pixel is scored: NaN at the far edge, the rest clamped.
+    p = np.where(np.isnan(p), 80.0, np.clip(p * scale, 1e-3, 80.0))
+    want = compute_errors(g, p)
+    assert (score.n_gt_valid, score.n_evaluated) == (int(gt_ok.sum()), int(gt_ok.sum()))
     assert score.median_scale == pytest.approx(scale, rel=1e-12)
     assert score.metrics is not None
     for name, value in want.items():
@@ -317,13 +322,15 @@ class _FlakyEstimator:
         self.inner = DepthEstimator.from_package(model)
         self.calls = 0
 
-    def predict(self, rgb, intrinsics, output_resolution="input"):
+    def predict(self, rgb, intrinsics, output_resolution="input", keep_unmasked=False):
         from cloudypoints_core.errors import InputError
 
         self.calls += 1
         if self.calls % 2 == 0:
             raise InputError("bad frame")
-        return self.inner.predict(rgb, intrinsics, output_resolution=output_resolution)
+        return self.inner.predict(
+            rgb, intrinsics, output_resolution=output_resolution, keep_unmasked=keep_unmasked
+        )
 
 
 def test_failing_frames_make_a_partial_report(synth_bags, tiny_model, tmp_path: Path) -> None:

@@ -98,10 +98,15 @@ def test_coverage_counts_missing_predictions() -> None:
     pred = np.full((4, 4), 11.0)
     pred[:2] = np.nan
     ev = evaluate_image(SYNTHCITY_PROTOCOL, gt, pred)
-    assert ev.coverage == 0.5 and ev.n_evaluated == 8
-    assert ev.metrics is not None and ev.metrics["abs_rel"] == pytest.approx(0.1)
+    # Missing predictions are scored at the far edge (80 m: AbsRel 7), never left out.
+    assert ev.coverage == 0.5 and ev.n_evaluated == 16
+    assert ev.metrics is not None and ev.metrics["abs_rel"] == pytest.approx((7.0 + 0.1) / 2)
+    assert ev.metrics["a1"] == 0.5
     empty = evaluate_image(SYNTHCITY_PROTOCOL, gt, np.full((4, 4), np.nan))
-    assert empty.metrics is None and empty.coverage == 0.0
+    assert empty.metrics is not None and empty.coverage == 0.0
+    assert empty.metrics["abs_rel"] == pytest.approx(7.0)
+    no_gt = evaluate_image(SYNTHCITY_PROTOCOL, np.full((4, 4), np.nan), pred)
+    assert no_gt.metrics is None and no_gt.n_gt_valid == 0
 
 
 def test_hood_rows_excluded_without_crop() -> None:
@@ -193,8 +198,9 @@ class OracleEstimator:
         output_resolution: str = "input",
         camera_height_m: float | None = None,
         camera_pitch_rad: float | None = None,
+        keep_unmasked: bool = False,
     ) -> _Result:
-        assert output_resolution == "input"
+        assert output_resolution == "input" and keep_unmasked
         self.calls.append((rgb.shape, intrinsics, camera_height_m))
         return _Result(self.by_hash[self._hash(rgb)].astype(np.float32))
 

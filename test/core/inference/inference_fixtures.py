@@ -108,6 +108,70 @@ def make_tiny_package(
     return root
 
 
+#: Output names of :func:`multi_head_network`, in graph order (the spec's output first).
+MULTI_HEAD_OUTPUTS = ("depth", "sky", "label")
+
+
+def multi_head_network(channels: int = 6, min_depth: float = 1.0) -> Any:
+    """:func:`tiny_network` plus two heads, returned as a dict: a float ``sky`` probability
+    (B, 1, H, W) and an int64 ``label`` (B, H, W), like multi-head exports (Depth Anything 3)."""
+    import torch
+    from torch import nn
+
+    class MultiHeadNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth = tiny_network(channels, min_depth)
+            self.sky = nn.Conv2d(3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            sky = torch.sigmoid(self.sky(x))
+            label = (sky[:, 0] > 0.5).to(torch.int64)
+            return {"depth": self.depth(x), "sky": sky, "label": label}
+
+    return MultiHeadNet()
+
+
+def multi_head_factory(architecture: str, **config: Any) -> Any:
+    """A models-registry stand-in building :func:`multi_head_network` for :data:`TINY_ARCH`."""
+    if architecture != TINY_ARCH:
+        raise KeyError(f"unknown architecture {architecture!r}")
+    return multi_head_network(**config)
+
+
+def make_multi_head_package(root: Path, seed: int = 0) -> Path:
+    """A package of :func:`multi_head_network` (spec output ``depth``), ONNX and state dict."""
+    import warnings
+
+    import onnx
+    import torch
+
+    from cloudypoints_core.inference.onnx_meta import embed_spec_in_onnx_model
+
+    spec = tiny_spec(name="tiny_multi_head")
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net = multi_head_network(**dict(spec.arch_config)).eval()
+    onnx_path = root / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, spec.input_height, spec.input_width),),
+            str(onnx_path),
+            dynamo=False,
+            opset_version=17,
+            input_names=[spec.input_name],
+            output_names=list(MULTI_HEAD_OUTPUTS),
+        )
+    proto = onnx.load(str(onnx_path))
+    embed_spec_in_onnx_model(proto, spec)
+    onnx.save(proto, str(onnx_path))
+    torch.save(net.state_dict(), root / "model.pt")
+    spec.save(root / "spec.yaml")
+    return root
+
+
 def with_spec(spec: ModelSpec, **changes: Any) -> ModelSpec:
     return replace(spec, **changes)
 

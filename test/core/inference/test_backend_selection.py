@@ -50,6 +50,51 @@ class FakeProbe(EnvironmentProbe):
 ALL = {"tensorrt", "onnxruntime", "torch"}
 
 
+# ------------------------------------------------------------------ the real EnvironmentProbe
+def _cuda_seen_by_the_libraries() -> bool:
+    """Whether torch or ONNX Runtime see a CUDA GPU, asked directly (not through the probe)."""
+    import onnxruntime
+    import torch
+
+    return bool(torch.cuda.is_available()) or (
+        "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    )
+
+
+def test_real_probe_finds_modules_by_name() -> None:
+    probe = EnvironmentProbe()
+    assert probe.has_module("numpy") and probe.has_module("onnxruntime")
+    assert not probe.has_module("cloudypoints_no_such_module")
+    assert not probe.has_module("numpy..bad")  # a malformed name is "not there", not an error
+
+
+def test_real_probe_lists_the_onnxruntime_providers() -> None:
+    import onnxruntime
+
+    assert EnvironmentProbe().onnxruntime_providers() == onnxruntime.get_available_providers()
+
+
+@pytest.mark.skipif(_cuda_seen_by_the_libraries(), reason="this machine has a CUDA GPU")
+def test_real_probe_counts_no_gpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = EnvironmentProbe()
+    assert probe.cuda_device_count() == 0
+    # Without torch the probe falls back to ONNX Runtime's providers: still none here.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torch" else real_find_spec(name, *a),
+    )
+    assert not probe.has_module("torch")
+    assert probe.cuda_device_count() == 0
+
+
+@pytest.mark.skipif(_cuda_seen_by_the_libraries(), reason="this machine has a CUDA GPU")
+def test_auto_with_the_real_probe_runs_on_the_cpu(tiny_package: ModelPackage) -> None:
+    selection = select_backend(tiny_package, "auto")
+    assert (selection.backend, selection.device) == ("onnxruntime", "cpu")
+
+
 def _package(
     tmp_path: Path, tiny_package: ModelPackage, onnx: bool = True, weights: bool = True
 ) -> ModelPackage:
@@ -236,8 +281,13 @@ def test_registered_custom_backend_is_created_by_name(
             self.value = value
             self.shape = (package.spec.input_height, package.spec.input_width)
 
+        output_names = ("depth",)
+
         def infer(self, batch: np.ndarray) -> np.ndarray:
             return np.full(self.shape, self.value, dtype=np.float32)
+
+        def infer_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            return {"depth": self.infer(batch)[None, None]}
 
         def close(self) -> None:
             pass

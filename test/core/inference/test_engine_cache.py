@@ -76,9 +76,10 @@ def test_every_dependency_changes_the_key(change: dict[str, object]) -> None:
 def test_key_is_stable_and_ignores_the_label() -> None:
     assert make_key().digest() == make_key().digest()
     assert make_key(model_name="renamed").digest() == make_key().digest()
+    assert make_key(source="/moved/model.onnx").digest() == make_key().digest()
     # The digest is the sha256 of canonical JSON; recompute it independently.
     data = make_key().to_dict()
-    del data["model_name"]
+    del data["model_name"], data["source"]
     expected = hashlib.sha256(
         json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()

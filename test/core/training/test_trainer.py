@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def test_tiny_run_writes_logs_checkpoint_and_package(full_run: Path) -> None:
     assert (full_run / "loss_curves.png").stat().st_size > 1000
     assert len(_steps(full_run)) == 8
     versions = json.loads((full_run / "versions.json").read_text())
-    assert versions["torch"] == torch.__version__.split("+")[0] or "torch" in versions
+    assert versions["torch"] == importlib.metadata.version("torch")
+    assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
     package = load_model_package(full_run / "package")
     spec = package.spec
     assert (spec.input_width, spec.input_height) == (64, 32)

@@ -58,7 +58,7 @@ def test_defaults_and_overrides() -> None:
         ("train: {epoch: 2}", "unknown keys \\['epoch'\\]"),
         ("train: {epochs: two}", "train.epochs must be an integer, got 'two'"),
         ("train: {epochs: 0}", "train.epochs must be >= 1"),
-        ("data: {input_width: 100}", "data.input_width must be a positive multiple of 32"),
+        ("data: {input_width: 100}", "data.input_width must be a multiple of 32"),
         ("model: {architecture: vit}", "model.architecture 'vit' is not registered"),
         ("optim: {schedule: step}", "optim.schedule must be cosine, onecycle or constant"),
         ("augment: {scale_range: [0.8, 1.2]}", "zoom in only"),

@@ -1,0 +1,133 @@
+"""Network weights from files and from rules: strict checkpoint loading and deterministic weights.
+
+``load_checkpoint_state`` reads a ``.pth`` / ``.pt`` state dict with ``weights_only=True``;
+``load_strict`` loads it with ``strict=True`` and, when it does not fit, raises a ModelError that
+lists the missing, unexpected and wrongly shaped keys. ``deterministic_state_dict`` fills a
+network with weights computed from each entry's name and shape only, a rule any implementation
+can recompute: parity tests compare networks this way without shipping real weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudypoints_core._optional import require
+from cloudypoints_core.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = require("torch", "loading network weights")
+    nn = torch.nn
+
+__all__ = [
+    "deterministic_state_dict",
+    "deterministic_tensor",
+    "load_checkpoint_state",
+    "load_strict",
+]
+
+
+def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The state dict in an official ``.pth`` file (``weights_only=True``), tensors on the CPU.
+
+    Accepts a bare state dict (the released files) or a training checkpoint holding it under
+    ``model``. ModelError when the file is missing, unreadable or holds something else.
+    """
+    p = Path(path)
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelError(f"weights file {p} does not exist") from exc
+    except Exception as exc:  # pickle / zip errors of corrupt or non-tensor files
+        raise ModelError(
+            f"weights file {p} cannot be read as a PyTorch state dict: {exc}"
+        ) from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"weights file {p} does not hold a state dict of tensors")
+    return {str(k): v for k, v in obj.items()}
+
+
+def load_strict(model: nn.Module, state: Mapping[str, Any], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a ModelError listing missing / unexpected keys.
+
+    Shapes are compared first so a checkpoint of another encoder size says which keys differ.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+
+        def _head(items: list[str]) -> str:
+            shown = ", ".join(items[:8])
+            return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_head(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_head(unexpected)}")
+        if wrong_shape:
+            parts.append(f"wrong shapes: {_head(wrong_shape)}")
+        raise ModelError(
+            f"{source} does not fit {type(model).__name__}({model.extra_repr()}): "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(dict(state), strict=True)
+
+
+# ------------------------------------------------------------------- deterministic weights
+def deterministic_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor computed from a parameter's ``name`` and ``shape`` only.
+
+    The rule (documented beside the parity fixture, recomputable by any implementation):
+    seed = first 8 bytes of SHA-256(name) as a little-endian integer, masked to 63 bits;
+    u = 2 * torch.rand(shape, generator=torch.Generator().manual_seed(seed)) - 1 (float32,
+    uniform in [-1, 1)); then by name:
+
+    - ends with ``pos_embed``, ``cls_token`` or ``mask_token``: 0.02 * u
+    - ends with ``.gamma`` (layer scale): 0.1 + 0.05 * u
+    - 1-D ``...norm...weight`` (LayerNorm gains): 1 + 0.1 * u
+    - other 1-D (biases): 0.02 * u
+    - >= 2-D (Linear / Conv weights): u * sqrt(3 / fan), fan = numel / shape[0] (unit-variance
+      outputs for unit-variance inputs, so deep stacks stay numerically sane)
+    """
+    seed = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+    u = torch.rand(shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0
+    if name.endswith(("pos_embed", "cls_token", "mask_token")):
+        return 0.02 * u
+    if name.endswith(".gamma"):
+        return 0.1 + 0.05 * u
+    if len(shape) <= 1:
+        if "norm" in name and name.endswith(".weight"):
+            return 1.0 + 0.1 * u
+        return 0.02 * u
+    fan = max(1, math.prod(shape) // shape[0])
+    return u * math.sqrt(3.0 / fan)
+
+
+def deterministic_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with every float entry replaced by :func:`deterministic_tensor`.
+
+    Integer buffers (BatchNorm step counters) are kept. Load the result with ``strict=True``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            out[key] = deterministic_tensor(key, tuple(value.shape)).to(value.dtype)
+        else:
+            out[key] = value.detach().clone()
+    return out
