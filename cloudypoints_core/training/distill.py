@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, DatasetError
+from cloudypoints_core.errors import ConfigError, DatasetError, ScaleError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.io import atomic_write_bytes, atomic_write_text
 from cloudypoints_core.training.config import (
@@ -437,7 +437,8 @@ def teacher_hash(config: DistillConfig) -> str:
 
 
 def _relative_kind(kind: str) -> bool:
-    return "relative" in kind or kind == "disparity"
+    """True for outputs known only up to a scale (and shift): they need a metric source."""
+    return kind != "metric_depth"
 
 
 def load_teacher(config: DistillConfig) -> Any:
@@ -634,12 +635,20 @@ def label_sources(
                     if teacher is None:
                         teacher = factory()
                     t0 = time.perf_counter()
-                    result = teacher.predict(frame.rgb, frame.intrinsics)
+                    try:
+                        result = teacher.predict(frame.rgb, frame.intrinsics)
+                        teacher_m = np.asarray(result.depth_m, dtype=np.float32)
+                        method = str(result.scale_method)
+                    except ScaleError as exc:
+                        # A relative teacher whose ground-plane fit failed on this frame.
+                        log.debug("frame %d of %s: %s", frame.index, source.name, exc)
+                        teacher_m = np.full(frame.rgb.shape[:2], np.nan, np.float32)
+                        method = "none"
                     stats.teacher_s += time.perf_counter() - t0
                     calls += 1
-                    teacher_m = np.asarray(result.depth_m, dtype=np.float32)
-                    if str(result.scale_method) == "none":
-                        # Unscaled relative depth is not metres: learn nothing from this frame.
+                    if method == "none":
+                        # Unscaled relative depth is not metres: learn nothing from the teacher
+                        # on this frame (a depth topic, if any, still teaches).
                         teacher_m = np.full(teacher_m.shape, np.nan, np.float32)
                         stats.unscaled_frames += 1
                     teacher_m = resize_depth(teacher_m, width, height, "linear")
@@ -655,7 +664,7 @@ def label_sources(
                         depth,
                         frame.intrinsics.resized(width, height),
                         frame.stamp_ns,
-                        str(result.scale_method),
+                        method,
                     )
                 labels.append(
                     FrameLabel(source.name, frame.index, frame.stamp_ns, path, has_depth)
@@ -857,7 +866,7 @@ def _score_test_frames(
     """The student package (through the facade, as deployed) on the test frames: its agreement
     with the teacher, its error against the depth topic, and the teacher's own error there."""
     from cloudypoints_core.evaluation.metrics import mean_errors
-    from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image
+    from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image, scored_depth
     from cloudypoints_core.inference.facade import DepthEstimator
 
     protocol = EvalProtocol(
@@ -872,7 +881,9 @@ def _score_test_frames(
     try:
         for path in files:
             sample = DistillFrames([path], True)[0]
-            pred = student.predict(sample["rgb"], sample["intrinsics"]).depth_m
+            pred = scored_depth(
+                student.predict(sample["rgb"], sample["intrinsics"], keep_unmasked=True)
+            )
             pairs = [("agreement", sample["depth_m"], pred)]
             if np.isfinite(sample["aux_depth_m"]).any():
                 pairs += [
@@ -918,7 +929,9 @@ def _card_section(report: Mapping[str, Any]) -> str:
         f"topic (nearest point per pixel) are stored at {report['label_size'][0]}x"
         f"{report['label_size'][1]}, where all scores below are computed; teacher run "
         f"{report['labels']['teacher_calls']} times in this run "
-        f"({report['labels']['cached_frames']} frames taken from the cache)",
+        f"({report['labels']['cached_frames']} frames taken from the cache; "
+        f"{report['labels']['unscaled_frames']} frames where the teacher had no metric scale "
+        "are not learned from it)",
         "",
         "| source | topics | frames | with depth topic | duration (s) |",
         "|---|---|---:|---:|---:|",

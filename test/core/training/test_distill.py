@@ -406,3 +406,31 @@ def test_pixels_the_teacher_marks_invalid_are_not_learned_as_far(tmp_path: Path)
     assert out["mask"][0, 10:].all()
     np.testing.assert_allclose(out["target"][0, 10:], 12.0)
     assert out["aux_mask"][0].sum() == 1 and out["aux_target"][0, 20, 5] == 9.0
+
+
+def test_frames_without_a_metric_scale_teach_nothing(
+    tmp_path: Path, synth_bags: list[str]
+) -> None:
+    from cloudypoints_core.errors import ScaleError
+
+    class FlakyRelativeTeacher(CountingTeacher):
+        """Fails its ground-plane fit on every other frame, as a relative teacher can."""
+
+        def predict(self, rgb: Any, intrinsics: Intrinsics) -> Any:
+            self.calls += 1
+            if self.calls % 2:
+                raise ScaleError("ground-plane fit failed: too few road points")
+            return self.inner.predict(rgb, intrinsics)
+
+    config = DistillConfig(bags=(synth_bags[0],), max_frames_per_source=6, progress=False)
+    teacher = FlakyRelativeTeacher()
+    sources, stats, _ = label_sources(
+        config, (64, 32), tmp_path / "labels", teacher_factory=lambda: teacher
+    )
+    assert stats.teacher_calls == 6 and stats.unscaled_frames == 3
+    invalid = []
+    for label in sources[0]:
+        with np.load(label.path) as data:
+            invalid.append(bool(np.isnan(data["teacher_m"]).all()))
+            assert np.isfinite(data["depth_m"]).any()  # the depth topic still teaches
+    assert invalid == [True, False] * 3
