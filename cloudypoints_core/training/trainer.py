@@ -407,7 +407,7 @@ def _supervised_loss(
 
     loss, terms = depth_loss(pred, target, mask, **loss_kwargs)
     if "aux_target" not in batch:
-        return loss, terms
+        return config.optim.depth_weight * loss, terms
     aux_loss, aux_terms = depth_loss(
         pred,
         batch["aux_target"].to(device, non_blocking=True),
