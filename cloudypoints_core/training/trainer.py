@@ -209,6 +209,8 @@ def _lr_lambda(config: TrainingConfig, total_steps: int) -> Any:
 
 def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
     """The package spec of a model trained with ``config``."""
+    from cloudypoints_core.models import model_info
+
     return ModelSpec(
         name=config.model.name,
         architecture=config.model.architecture,
@@ -221,6 +223,7 @@ def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
         min_depth_m=config.model.valid_min_depth_m,
         max_depth_m=config.model.valid_max_depth_m,
         train_fx_px=float(train_fx_px),
+        input_multiple=model_info(config.model.architecture).input_multiple,
     )
 
 
@@ -404,7 +407,7 @@ def _supervised_loss(
 
     loss, terms = depth_loss(pred, target, mask, **loss_kwargs)
     if "aux_target" not in batch:
-        return loss, terms
+        return config.optim.depth_weight * loss, terms
     aux_loss, aux_terms = depth_loss(
         pred,
         batch["aux_target"].to(device, non_blocking=True),
