@@ -329,8 +329,9 @@ def run_evaluation(
             pred, view, result = _predict_full(estimator, protocol, sample, model_size)
             method = str(getattr(result, "scale_method", "unknown"))
         except ScaleError as exc:
-            # A relative model whose ground fit failed on this image has no metres: nothing of
-            # it is scored (coverage 0, stated), never unscaled depth taken as metres.
+            # A relative model whose ground fit failed on this image has no metres: it is scored
+            # as a failure (NaN -> the far edge, like any NaN prediction) and stated; unscaled
+            # depth is never taken as metres.
             pred = np.full(gt.shape, np.nan, dtype=np.float32)
             view, method = "full", "no_metric_scale"
             notes.append(f"{key}: no metric scale ({exc})")

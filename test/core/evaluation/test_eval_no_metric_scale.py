@@ -1,5 +1,6 @@
 """Evaluation of a relative model whose ground fit fails on an image: that image has no metres,
-so nothing of it is scored (stated in the notes); the run goes on."""
+so it is scored as a failure at the protocol's far edge, like a NaN prediction (never left out,
+never unscaled depth taken as metres), stated in the notes; the run goes on."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class _Result:
         self.scale_method = "ground_plane"
 
 
-def test_an_image_without_metric_scale_is_not_scored(tmp_path: Path) -> None:
+def test_an_image_without_metric_scale_is_scored_as_a_failure(tmp_path: Path) -> None:
     gt = np.full((8, 16), 10.0, dtype=np.float32)
     intr = Intrinsics(10.0, 10.0, 8.0, 4.0, 16, 8)
 
@@ -43,6 +44,10 @@ def test_an_image_without_metric_scale_is_not_scored(tmp_path: Path) -> None:
         progress=False,
         model={"name": "relative"},
     )
-    assert results["metrics"]["abs_rel"] == pytest.approx(0.2)
+    # Two images at 12 m against 10 m (AbsRel 0.2) and one scored at the far edge, 80 m (7.0).
+    far = SYNTHCITY_PROTOCOL.max_depth_m
+    assert results["metrics"]["abs_rel"] == pytest.approx((0.2 + 0.2 + (far - 10.0) / 10.0) / 3)
+    assert results["n_images"] == 3
+    assert results["coverage_mean"] == pytest.approx(2 / 3)
     assert results["scale_methods"] == {"ground_plane": 2, "no_metric_scale": 1}
     assert any("f1: no metric scale" in n and "a wall" in n for n in results["notes"])
