@@ -1410,6 +1410,9 @@ def main(args: Sequence[str] | None = None) -> int:
         except (CloudyPointsError, rclpy.exceptions.ParameterException) as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
             return 1
+        except (KeyboardInterrupt, ExternalShutdownException):
+            # Ctrl-C while starting (e.g. during the start-up log lines) is a clean stop too.
+            return 0
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
