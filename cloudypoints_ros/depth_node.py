@@ -1410,17 +1410,16 @@ def main(args: Sequence[str] | None = None) -> int:
         except (CloudyPointsError, rclpy.exceptions.ParameterException) as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
             return 1
-        except (KeyboardInterrupt, ExternalShutdownException):
-            # Ctrl-C while starting (e.g. during the start-up log lines) is a clean stop too.
-            return 0
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
             executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
         finally:
             executor.shutdown()
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        # Ctrl-C at any moment, while starting (e.g. during the start-up log lines) or
+        # spinning, is a clean stop.
         return 0
     finally:
         if node is not None:

@@ -131,9 +131,9 @@ def _check(
                 size = (w, h)
                 if options.input_size is not None and options.input_size != size:
                     problems.append(
-                        f"the graph's input is fixed at {w}x{h} (WxH); --input-size "
+                        f"the graph's input is fixed at {w}x{h} (WxH); the requested input size "
                         f"{options.input_size[0]}x{options.input_size[1]} does not fit (re-export "
-                        "at that size, or leave --input-size out)"
+                        "at that size, or leave --input-size / --camera-size out)"
                     )
             elif isinstance(h, int) or isinstance(w, int):
                 problems.append(
