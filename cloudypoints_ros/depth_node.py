@@ -1415,7 +1415,9 @@ def main(args: Sequence[str] | None = None) -> int:
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C, also while starting up (a race a fast Ctrl-C hit): a clean stop
+        # Ctrl-C at any moment, while starting (e.g. during the start-up log lines) or
+        # spinning, is a clean stop.
+        pass
     finally:
         if executor is not None:
             executor.shutdown()

@@ -1,7 +1,7 @@
 """``cloudypoints import-model``: a depth network downloaded or exported elsewhere -> a package.
 
     cloudypoints import-model --preset depth-anything-v2-metric --weights da2_metric.onnx \\
-        --out models/da2_metric --max-depth 80 [--input-size 924x518]
+        --out models/da2_metric --max-depth 80 [--input-size 924x518 | --camera-size 1920x1080]
     cloudypoints import-model --list
 
 The preset (``cloudypoints_core.inference.presets``) says how the family is fed and read; the
@@ -24,10 +24,10 @@ def parse_size(text: str) -> tuple[int, int]:
     """``"WxH"`` -> (W, H); ConfigError otherwise."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"--input-size must look like 518x518 (width x height), got {text!r}")
+        raise ConfigError(f"sizes must look like 518x518 (width x height), got {text!r}")
     width, height = (int(p) for p in parts)
     if width <= 0 or height <= 0:
-        raise ConfigError(f"--input-size must be positive, got {text!r}")
+        raise ConfigError(f"sizes must be positive, got {text!r}")
     return width, height
 
 
@@ -55,11 +55,18 @@ def run_import(
     max_depth_m: float | None = None,
     name: str | None = None,
     check: bool = True,
+    camera_size: tuple[int, int] | None = None,
 ) -> int:
     """Import ``weights`` with ``preset`` into the package folder ``out``; 0 on success."""
     from cloudypoints_core.inference.presets import ImportOptions, import_model
 
-    options = ImportOptions(input_size=input_size, max_depth_m=max_depth_m, name=name, check=check)
+    options = ImportOptions(
+        input_size=input_size,
+        max_depth_m=max_depth_m,
+        name=name,
+        check=check,
+        camera_size=camera_size,
+    )
     folder = import_model(preset, weights, out, options)
     log.info(
         "model package written to %s; run it with: ros2 launch cloudypoints_ros "
@@ -93,6 +100,7 @@ def _cmd(args: argparse.Namespace) -> int:
         max_depth_m=args.max_depth,
         name=args.name,
         check=not args.no_check,
+        camera_size=None if args.camera_size is None else parse_size(args.camera_size),
     )
 
 
@@ -109,6 +117,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--input-size",
         help="WxH for a graph with a dynamic input size (default: the preset's)",
+    )
+    parser.add_argument(
+        "--camera-size",
+        help="WxH of your camera: a dynamic graph of a cropping preset (Depth Anything) gets the "
+        "input size that shows the whole image (e.g. 1242x375 -> 1722x518)",
     )
     parser.add_argument(
         "--max-depth",

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: onnx.TensorProto.FLOAT
 _FLOAT = 1
+#: Bytes from which a model is saved with external data (protobuf's 2 GiB message limit).
+_PROTOBUF_LIMIT = 2**31 - 2**24
 Shape = list[int | str]
 
 
@@ -129,9 +131,9 @@ def _check(
                 size = (w, h)
                 if options.input_size is not None and options.input_size != size:
                     problems.append(
-                        f"the graph's input is fixed at {w}x{h} (WxH); --input-size "
+                        f"the graph's input is fixed at {w}x{h} (WxH); the requested input size "
                         f"{options.input_size[0]}x{options.input_size[1]} does not fit (re-export "
-                        "at that size, or leave --input-size out)"
+                        "at that size, or leave --input-size / --camera-size out)"
                     )
             elif isinstance(h, int) or isinstance(w, int):
                 problems.append(
@@ -286,7 +288,17 @@ def write_onnx_package(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        onnx.save(model, str(staging / str(spec.onnx_file or "model.onnx")))
+        name = str(spec.onnx_file or "model.onnx")
+        # Protobuf cannot serialise 2 GB or more in one message (ViT-g exports): the tensors
+        # then go to one external-data file beside the ONNX, which ONNX Runtime reads.
+        large = model.ByteSize() >= _PROTOBUF_LIMIT
+        onnx.save(
+            model,
+            str(staging / name),
+            save_as_external_data=large,
+            all_tensors_to_one_file=True,
+            location=f"{name}.data",
+        )
         spec.save(staging / SPEC_FILE)
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         if check:

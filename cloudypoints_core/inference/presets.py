@@ -16,8 +16,9 @@ suffix and checks that the preset accepts that kind.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "Preset",
     "get_preset",
     "import_model",
+    "input_size_for_camera",
     "list_presets",
     "register_importer",
     "register_preset",
@@ -86,14 +88,40 @@ class Preset:
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """User choices of one import: input size (W, H) for dynamic graphs, the metric head's
-    ``max_depth_m`` (also the valid range's upper end), a package name, and whether to run the
-    imported network once as a check."""
+    """User choices of one import: input size (W, H) for dynamic graphs, or the camera size
+    (W, H) to derive it from (:func:`input_size_for_camera`), the metric head's ``max_depth_m``
+    (also the valid range's upper end), a package name, and whether to run the imported
+    network once as a check."""
 
     input_size: tuple[int, int] | None = None
     max_depth_m: float | None = None
     name: str | None = None
     check: bool = True
+    camera_size: tuple[int, int] | None = None
+
+
+def input_size_for_camera(preset: Preset, width: int, height: int) -> tuple[int, int]:
+    """The input size (W, H) that shows a ``width`` x ``height`` camera whole under a cropping
+    preset: the camera scaled so that it covers the preset's default input, keeping its aspect,
+    each side rounded to the input multiple (Depth Anything's lower-bound rule: 1242x375 ->
+    1722x518 for a 518 default). ConfigError for presets that never crop."""
+    policy = preset.spec_fields.get("resize_policy", "stretch")
+    if policy not in ("lower_bound", "keep_aspect_crop"):
+        raise ConfigError(
+            f"preset {preset.name!r} fits any camera without cropping ({policy}); "
+            "--camera-size is only for cropping presets"
+        )
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"camera size must be positive, got {width}x{height}")
+    dw, dh = preset.default_input_size
+    scale = max(dw / width, dh / height)
+    multiple = preset.input_multiples[0]
+
+    def side(value: float, minimum: int) -> int:
+        out = int(round(value / multiple)) * multiple
+        return out if out >= minimum else int(math.ceil(value / multiple)) * multiple
+
+    return side(width * scale, dw), side(height * scale, dh)
 
 
 Importer = Callable[[Preset, Path, Path, ImportOptions], Path]
@@ -408,6 +436,11 @@ def import_model(
     ]
     if missing:
         raise ConfigError(f"preset {preset.name!r} needs {', '.join(missing)}")
+    if options.camera_size is not None:
+        if options.input_size is not None:
+            raise ConfigError("give --input-size or --camera-size, not both")
+        size = input_size_for_camera(preset, *options.camera_size)
+        options = replace(options, input_size=size, camera_size=None)
     if options.max_depth_m is not None and not options.max_depth_m > 0:
         raise ConfigError(
             f"max depth must be a positive number of metres, got {options.max_depth_m}"

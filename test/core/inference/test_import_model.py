@@ -17,6 +17,7 @@ from cloudypoints_core.inference.presets import (
     PRESETS,
     ImportOptions,
     import_model,
+    input_size_for_camera,
     list_presets,
     register_importer,
     weights_kind,
@@ -273,3 +274,50 @@ def test_imported_package_runs(tmp_path: Path) -> None:
     result = est.predict(rgb, Intrinsics(150.0, 150.0, 99.5, 49.5, 200, 100))
     assert result.depth_m.shape == (100, 200)
     assert np.isfinite(result.depth_m).all()
+
+
+@pytest.mark.parametrize(
+    ("preset_name", "camera", "expected"),
+    [
+        # Depth Anything's own infer_image(img, 518) sizes (issue text: 1242x375 -> 1722x518).
+        ("depth-anything-v2-relative", (1242, 375), (1722, 518)),
+        ("depth-anything-v2-metric", (1920, 1080), (924, 518)),
+        ("depth-anything-v2-relative", (1024, 512), (1036, 518)),
+        ("depth-anything-v2-relative", (480, 640), (518, 686)),
+        # The DA3 peer's fixed 504x280 is the 16:9 camera's size.
+        ("depth-anything-3-metric", (1920, 1080), (504, 280)),
+    ],
+)
+def test_input_size_for_a_camera(
+    preset_name: str, camera: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    assert input_size_for_camera(PRESETS[preset_name], *camera) == expected
+
+
+def test_camera_size_sets_the_input_of_a_dynamic_graph(tmp_path: Path) -> None:
+    weights = write_oracle(tmp_path / "d.onnx", "depth-anything-v2-relative", dynamic=True)
+    out = import_model(
+        "depth-anything-v2-relative",
+        weights,
+        tmp_path / "pkg",
+        ImportOptions(camera_size=(1242, 375)),
+    )
+    spec = load_model_package(out).spec
+    assert (spec.input_width, spec.input_height) == (1722, 518)
+    with pytest.raises(ConfigError, match="not both"):
+        import_model(
+            "depth-anything-v2-relative",
+            weights,
+            tmp_path / "p2",
+            ImportOptions(camera_size=(1242, 375), input_size=(518, 518)),
+        )
+    with pytest.raises(ConfigError, match="without cropping"):
+        input_size_for_camera(PRESETS["metric3d-v2"], 1242, 375)
+    fixed = write_oracle(tmp_path / "f.onnx", "depth-anything-v2-relative")
+    with pytest.raises(ModelError, match="requested input size 1722x518 does not fit"):
+        import_model(
+            "depth-anything-v2-relative",
+            fixed,
+            tmp_path / "p3",
+            ImportOptions(camera_size=(1242, 375)),
+        )
