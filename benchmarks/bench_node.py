@@ -24,11 +24,23 @@ and transport sharing the two cores, the node cannot exceed
 ``2000 / (inference CPU + transport CPU)`` frames/s, whatever the node does; the summary prints
 that bound next to the goal.
 
+The instant node and the echo are fed at one rate both sustain (``--pair-rate``), so that their
+CPU per output frame compares like for like (goal: the node <= 1.3x the echo); the node with
+the real model at 0.9 x the facade's frames/s, against the 2-core bound (goal >= 90 %). The
+node's own breakdown of its publish stage (``publish.*`` steps from /diagnostics) is printed
+with it. ``--overload-seconds 30`` adds a latency test at ``--overload-size``: the single-frame
+service time (one frame in flight), the node's capacity, then a paced 5x overload; goal: p99
+publish -> depth receipt <= 2x the service time. Part 1 also compares the node's way of
+building a PointCloud2 (back-projected into the reused buffer the message hands to rclpy)
+with a minimal re-implementation of ``sensor_msgs_py``'s ``create_cloud`` from a structured
+array (goal: >= 5x faster at 2048x1024).
+
 Every process uses Fast DDS with ``config/fastdds_shm_large.xml`` (one shared-memory piece per
 message instead of 64 KiB fragments) unless ``--dds-profile none`` keeps Fast DDS's defaults,
 under which a plain publish/subscribe of 1024x512 depth images already tops out near 55 frames/s.
 
     python benchmarks/bench_node.py                  # bundled model, 1024x512, depth + cloud
+    python benchmarks/bench_node.py --overload-seconds 30   # ... plus the overload latency test
     python benchmarks/bench_node.py --no-cloud --width 512 --height 256 --num-threads 2
     python benchmarks/bench_node.py --dds-profile none    # Fast DDS's default transports
 """
@@ -661,7 +673,7 @@ def overload(
         if driver.wait(stamp, 30.0) and i >= 3:  # the first ones warm the new size up
             single.append((driver.received[stamp] - stamp) / 1e9)
     service_s = float(np.median(single))
-    probe = _open_loop(driver, pid, images, infos, args.max_rate, 4.0, "capacity")
+    probe = _open_loop(driver, pid, images, infos, args.max_rate, 8.0, "capacity")
     rate = min(args.overload_factor * probe.fps, args.max_rate)
     r = _open_loop(driver, pid, images, infos, rate, args.overload_seconds, "overload")
     sent_hz = r.sent / args.overload_seconds
@@ -730,8 +742,10 @@ def serve(kind: str, width: int, height: int, ros_args: list[str]) -> int:
     """Subprocess entry: run server ``kind`` until SIGINT."""
     from rclpy.executors import ExternalShutdownException
 
-    from cloudypoints_ros.depth_node import DepthNode
+    from cloudypoints_ros.depth_node import DepthNode, configure_process
 
+    if kind != "transport":
+        configure_process()  # as the node's executable does
     rclpy.init(args=["serve", *ros_args])
     node: Node = (
         EchoNode(width, height)
@@ -808,6 +822,10 @@ def main() -> int:
     args = parser.parse_args(argv[:cut])
     if args.serve:
         return serve(args.serve, args.width, args.height, argv[cut:])
+    # The driver's receive thread timestamps the answers: it must not wait 5 ms (Python's
+    # default switch interval) for the GIL behind the sending loop, or that wait would count
+    # as the server's latency.
+    sys.setswitchinterval(0.0005)
     # Before any participant exists; the servers inherit it.
     if args.dds_profile == "none":
         os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)

@@ -9,14 +9,16 @@ preset has one), for MiDaS a small CNN. Then ``DepthEstimator.predict``
 un-padding; focal rule or fixed scale; range; resize back to the camera) and the bare
 ``backend.infer`` (``infer_all`` for presets with mask outputs) of an already prepared batch
 run interleaved in one loop, on camera images of 1920x1080, 1242x375 and 1024x512. Goal: the
-facade adds at most 10 % to the network time.
+facade adds at most 10 % to the network time. Besides the interleaved ratio (noisy when other
+processes share the cores) each call's own timings give what the facade added over the network
+it ran, (preprocess + postprocess) / infer, whose median is the figure judged.
 
 The stand-ins are cheaper than the real networks (no DPT or RAFT decoder; Depth Anything 3
 metric is a ViT-L, MiDaS small an EfficientNet-Lite3 with a RefineNet decoder), so the ratios
 printed here are upper bounds for the real models; the absolute overhead in milliseconds is
 printed beside them.
 
-    python benchmarks/bench_presets.py [--repeats 7] [--threads 2] [--presets NAME ...]
+    python benchmarks/bench_presets.py [--repeats 7] [--warmup 3] [--threads 2] [--presets ...]
 """
 
 from __future__ import annotations
@@ -122,7 +124,9 @@ def stand_in_onnx(path: Path, preset_name: str) -> tuple[Path, str]:
     return path, "ViT-S/14 encoder" if vit else "small CNN"
 
 
-def bench_preset(preset_name: str, root: Path, repeats: int, threads: int) -> list[dict[str, Any]]:
+def bench_preset(
+    preset_name: str, root: Path, repeats: int, threads: int, warmup: int = 3
+) -> list[dict[str, Any]]:
     preset = PRESETS[preset_name]
     weights, stand_in = stand_in_onnx(root / f"{preset_name}.onnx", preset_name)
     package = import_model(
@@ -144,10 +148,10 @@ def bench_preset(preset_name: str, root: Path, repeats: int, threads: int) -> li
             rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             batch = est._preprocess(rgb, intr)[0].copy()  # noqa: SLF001 - the bare input
             bare_fn = est.backend.infer_all if masked else est.backend.infer
-            for _ in range(3):
+            for _ in range(warmup):
                 bare_fn(batch)
                 est.predict(rgb, intr)
-            bare, full, pre, post = [], [], [], []
+            bare, full, pre, post, share = [], [], [], [], []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 bare_fn(batch)
@@ -156,8 +160,11 @@ def bench_preset(preset_name: str, root: Path, repeats: int, threads: int) -> li
                 t2 = time.perf_counter()
                 bare.append(t1 - t0)
                 full.append(t2 - t1)
-                pre.append(result.timings["preprocess"])
-                post.append(result.timings["postprocess"])
+                times = result.timings
+                pre.append(times["preprocess"])
+                post.append(times["postprocess"])
+                # Within one call: everything the facade adds over the network it ran.
+                share.append((times["preprocess"] + times["postprocess"]) / times["infer"])
             rows.append(
                 {
                     "preset": preset_name,
@@ -169,6 +176,7 @@ def bench_preset(preset_name: str, root: Path, repeats: int, threads: int) -> li
                     "facade": statistics.median(full) * 1e3,
                     "pre": statistics.median(pre),
                     "post": statistics.median(post),
+                    "share": statistics.median(share),
                 }
             )
     return rows
@@ -178,32 +186,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--presets", nargs="*", default=sorted(SIGNATURES))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in tqdm(args.presets, desc="presets", unit="preset"):
-            rows += bench_preset(name, Path(tmp), args.repeats, args.threads)
+            rows += bench_preset(name, Path(tmp), args.repeats, args.threads, args.warmup)
     print(  # noqa: T201 - a benchmark's output
-        f"{'preset':28s} {'stand-in':16s} {'policy':16s} {'network':9s} {'camera':9s} "
-        f"{'bare ms':>8s} "
-        f"{'facade ms':>9s} {'pre':>6s} {'post':>6s} {'ratio':>6s}"
+        f"{'preset':27s} {'stand-in':16s} {'policy':15s} {'network':8s} {'camera':9s} "
+        f"{'bare ms':>8s} {'facade':>8s} {'pre':>5s} {'post':>5s} {'ratio':>6s} {'added':>6s}"
     )
     worst = 0.0
     for r in rows:
-        ratio = r["facade"] / r["bare"]
-        worst = max(worst, ratio)
+        worst = max(worst, r["share"])
         print(  # noqa: T201
-            f"{r['preset']:28s} {r['stand_in']:16s} {r['policy']:16s} {r['net']:9s} "
-            f"{r['camera']:9s} "
-            f"{r['bare']:8.1f} {r['facade']:9.1f} {r['pre']:6.1f} {r['post']:6.1f} "
-            f"{ratio:6.3f}"
+            f"{r['preset']:27s} {r['stand_in']:16s} {r['policy']:15s} {r['net']:8s} "
+            f"{r['camera']:9s} {r['bare']:8.1f} {r['facade']:8.1f} {r['pre']:5.1f} "
+            f"{r['post']:5.1f} {r['facade'] / r['bare']:6.3f} {r['share']:6.1%}"
         )
-    verdict = "meets" if worst <= GOAL_OVERHEAD else "misses"
+    verdict = "meets" if worst <= GOAL_OVERHEAD - 1.0 else "misses"
     print(  # noqa: T201
-        f"\nworst facade / bare ratio x{worst:.3f} ({verdict} the goal x{GOAL_OVERHEAD:.2f}; "
-        "the stand-ins are cheaper than the real networks, so real ratios are lower)"
+        "\nratio: median facade time / median bare network time, interleaved (noisy on a loaded "
+        "machine); added: median of (preprocess + postprocess) / network time within each call."
+        f"\nworst added {worst:.1%} ({verdict} the goal of {GOAL_OVERHEAD - 1.0:.0%}; the "
+        "stand-ins are cheaper than the real networks, so real shares are lower)"
     )
     return 0
 

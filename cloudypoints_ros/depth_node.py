@@ -1,16 +1,20 @@
 """The ``cloudypoints_depth`` node: camera images in, metric depth, CameraInfo and clouds out.
 
 Data flow: image callback -> one-slot mailbox (newest wins) -> inference workers: message ->
-numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over -> publish thread:
-depth image, CameraInfo, PointCloud2 and an optional colour map -> publishers. The callbacks only
-hand messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while
-the network runs; a burst of frames costs one pending frame of memory, never a queue; and the
-cloud of frame k is assembled while later frames are inferred. On a CPU two workers, each with
+numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over (newest wins) ->
+publish thread: depth image, CameraInfo, PointCloud2 (back-projected straight into the buffer
+the message hands to rclpy) and an optional colour map -> publishers. The callbacks only hand
+messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while the
+network runs. Newest wins at every stage (the DDS reader keeps the last image, the mailbox one
+pending frame, the hand-over one finished frame), so under overload a frame waits behind at
+most one older frame per stage, never a queue; and the cloud of frame k is assembled while
+later frames are inferred. On a CPU two workers, each with
 its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
 than one model on two threads (no synchronisation between the cores inside every layer, and
 nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
 a longer latency per frame (``inference_workers: 1`` for the shortest). Outputs keep the order
-of the inputs.
+of the inputs. When the workers only compete for the cores (two at once make each frame much
+slower, e.g. under a flood of images), :class:`_WorkerGate` lets one of them run.
 
 Topics (relative, so namespaces and remappings apply): ``image`` (or ``image/compressed`` with
 ``input_transport: compressed``), ``camera_info`` in; ``depth/image``, ``depth/camera_info``,
@@ -54,6 +58,14 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+
+try:
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+except ImportError:  # Humble: the same classes in their former module
+    from rclpy.qos_event import (
+        PublisherEventCallbacks,
+        SubscriptionEventCallbacks,
+    )
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -405,6 +417,74 @@ class _InOrder(Generic[T]):
             self._cond.notify_all()
 
 
+class _WorkerGate:
+    """Lets the extra inference workers take frames only while running side by side pays.
+
+    Two workers on two cores each infer at nearly their solo speed and together deliver almost
+    twice the frames. When the cores are taken (the DDS and publish threads under a flood of
+    images, other processes), they only compete: each frame takes up to twice as long and
+    latency doubles for little or no gain in frames/s. The gate keeps moving averages of the
+    inference time of frames run alone and of frames run beside another; while the shared time
+    exceeds ``max_slowdown`` x the solo time (two workers then deliver less than 2 /
+    max_slowdown x the frames of one), only worker 0 takes frames, and every ``probe_s`` the
+    others try again to see whether the cores are free.
+    """
+
+    def __init__(self, max_slowdown: float = 1.6, probe_s: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._starts = 0
+        self._solo_s: float | None = None
+        self._shared_s: float | None = None
+        self._max_slowdown = max_slowdown
+        self._probe_s = probe_s
+        self._next_probe = 0.0
+
+    def may_start(self, worker: int) -> bool:
+        """Whether ``worker`` may take a frame now (worker 0 always may)."""
+        if worker == 0:
+            return True
+        with self._lock:
+            if self._solo_s is None or self._shared_s is None:
+                return True  # still learning both
+            if self._shared_s <= self._max_slowdown * self._solo_s:
+                return True
+            now = time.monotonic()
+            if now >= self._next_probe:
+                self._next_probe = now + self._probe_s
+                return True
+            return False
+
+    def begin(self) -> tuple[int, bool]:
+        """A worker starts a frame; the token to hand to :meth:`end`."""
+        with self._lock:
+            self._running += 1
+            self._starts += 1
+            return self._starts, self._running > 1
+
+    def end(self, seconds: float, token: tuple[int, bool]) -> None:
+        """The frame of ``token`` took ``seconds``. It ran beside another one if another worker
+        was running when it started or ended, or started meanwhile."""
+        with self._lock:
+            started, shared = token
+            shared = shared or self._running > 1 or self._starts > started
+            self._running -= 1
+            old = self._shared_s if shared else self._solo_s
+            new = seconds if old is None else 0.8 * old + 0.2 * seconds
+            if shared:
+                self._shared_s = new
+            else:
+                self._solo_s = new
+
+    @property
+    def slowdown(self) -> float:
+        """Shared over solo inference time (NaN until both are known)."""
+        with self._lock:
+            if self._solo_s is None or self._shared_s is None or self._solo_s <= 0:
+                return math.nan
+            return self._shared_s / self._solo_s
+
+
 @dataclass(frozen=True)
 class _Inferred:
     """A frame between the two worker stages: inference done, messages not yet published."""
@@ -526,6 +606,7 @@ class DepthNode(Node):
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
         self._estimator = self._estimators[0]
         self._done: _InOrder[_Inferred] = _InOrder()
+        self._gate = _WorkerGate()
         self._arrivals = itertools.count()
         self._last_published = -1
         # The data of the last message of each output, reused for the next (publish thread
@@ -534,11 +615,22 @@ class DepthNode(Node):
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
-        self._pub_depth = self.create_publisher(Image, "depth/image", out)
-        self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out)
-        self._pub_points = self.create_publisher(PointCloud2, "points", out)
-        self._pub_colormap = self.create_publisher(Image, "depth/colormap", out)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
+        # No QoS event handlers on the outputs: rclpy's executor walks every handler of every
+        # entity on each wake-up (several per frame), which cost the node about a millisecond
+        # of CPU per frame; the image subscription's problems are diagnosed by
+        # _diagnose_input instead.
+        quiet = PublisherEventCallbacks(use_default_callbacks=False)
+        self._pub_depth = self.create_publisher(Image, "depth/image", out, event_callbacks=quiet)
+        self._pub_info = self.create_publisher(
+            CameraInfo, "depth/camera_info", out, event_callbacks=quiet
+        )
+        self._pub_points = self.create_publisher(PointCloud2, "points", out, event_callbacks=quiet)
+        self._pub_colormap = self.create_publisher(
+            Image, "depth/colormap", out, event_callbacks=quiet
+        )
+        self._pub_diag = self.create_publisher(
+            DiagnosticArray, "/diagnostics", output_qos(10), event_callbacks=quiet
+        )
 
         reliable = bool(startup["reliable_input"])
         self._compressed = startup["input_transport"] == "compressed"
@@ -560,7 +652,10 @@ class DepthNode(Node):
         # frame k (numpy and the inference runtimes release the GIL).
         self._workers = [
             threading.Thread(
-                target=self._infer_loop, args=(est,), name=f"{NODE_NAME}_infer{i}", daemon=True
+                target=self._infer_loop,
+                args=(est, i),
+                name=f"{NODE_NAME}_infer{i}",
+                daemon=True,
             )
             for i, est in enumerate(self._estimators)
         ]
@@ -674,15 +769,22 @@ class DepthNode(Node):
 
     def _subscribe_images(self, reliable: bool) -> Any:
         self._input_reliable = reliable
+        # Without rclpy's default QoS event handlers (see the publishers): _diagnose_input
+        # reports an incompatible or silent camera in the log and /diagnostics.
+        quiet = SubscriptionEventCallbacks(use_default_callbacks=False)
         if self._compressed:
             return self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos(reliable)
+                CompressedImage,
+                "image/compressed",
+                self._on_image,
+                input_qos(reliable),
+                event_callbacks=quiet,
             )
         # Raw: the callback gets the serialized bytes and only frames the worker takes are read
         # (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy every
         # image three times, also those dropped because a newer one arrived.
         return self.create_subscription(
-            Image, "image", self._on_image, input_qos(reliable), raw=True
+            Image, "image", self._on_image, input_qos(reliable), raw=True, event_callbacks=quiet
         )
 
     def _match_input_reliability(self) -> None:
@@ -877,8 +979,11 @@ class DepthNode(Node):
             camera_pitch_rad=float(v["scale.camera_pitch_rad"]),
         )
 
-    def _infer_loop(self, estimator: Any) -> None:
+    def _infer_loop(self, estimator: Any, worker: int = 0) -> None:
         while not self._mailbox.closed:
+            if not self._gate.may_start(worker):
+                time.sleep(0.05)  # the other workers take the frames meanwhile
+                continue
             if not self._done.wait_for_room(timeout=0.5):
                 continue
             job = self._mailbox.get(timeout=0.5)
@@ -886,12 +991,14 @@ class DepthNode(Node):
                 continue
             self._done.start(job.seq)
             item = None
+            token = self._gate.begin()
+            t0 = time.perf_counter()
             try:
-                t0 = time.perf_counter()
                 item = self._guarded(self._infer, (job, estimator))
                 if item is not None:
                     self._stats.stage("infer", time.perf_counter() - t0)
             finally:
+                self._gate.end(time.perf_counter() - t0, token)
                 # Also for a rejected frame, so that it never holds back later ones.
                 for _ in range(self._done.finish(job.seq, item)):
                     self._stats.frames_dropped()  # superseded by a newer finished frame
@@ -1210,6 +1317,7 @@ class DepthNode(Node):
             ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
             ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
             ("input_problem", problem[0] if problem is not None else "none"),
+            ("workers_slowdown", f"{self._gate.slowdown:.2f}"),
         ]
         timings = [("latency", snap.latency_ms), ("processing", snap.processing_ms)]
         timings += [(f"stage_{k}", v) for k, v in sorted(snap.stages_ms.items())]
@@ -1272,9 +1380,24 @@ class DepthNode(Node):
         super().destroy_node()
 
 
+#: Seconds a Python thread may hold the GIL while another waits for it (Python's default is
+#: 5 ms). The node hands every frame from thread to thread (executor, inference, publishing) and
+#: numpy and the runtimes give the GIL back around every large operation: under a flood of
+#: images each re-acquisition could wait up to the interval behind the executor thread, adding
+#: tens of milliseconds to a frame.
+SWITCH_INTERVAL_S = 0.0005
+
+
+def configure_process() -> None:
+    """Process-wide settings of the node's executable (not of the class: a library must not
+    change its host process); also used by benchmarks/bench_node.py's stand-in servers."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run the node until Ctrl-C; 0 on a clean stop, 1 when it cannot start (bad model/params),
     2 on malformed ROS arguments."""
+    configure_process()
     try:
         rclpy.init(args=list(args) if args is not None else None)
     except RuntimeError as exc:  # rclpy's RCLError: e.g. "-p name:=" without a value

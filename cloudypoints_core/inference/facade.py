@@ -383,11 +383,14 @@ class DepthEstimator:
             t0 = time.perf_counter()
             batch, at_input = self._preprocess(rgb, intrinsics)
             t1 = time.perf_counter()
+            outputs: dict[str, npt.NDArray[Any]] | None = None
             if self.spec.mask_outputs:
-                raw = self._infer_masked(batch)
+                outputs = self.backend.infer_all(batch)
             else:
                 raw = self.backend.infer(batch)
             t2 = time.perf_counter()
+            if outputs is not None:
+                raw = self._apply_masks(outputs)
             placement = self._preprocess.fit_for(intrinsics.width, intrinsics.height)
             if placement.pads:  # un-pad: keep the window that shows the image
                 x0, y0, w, h = placement.window
@@ -431,12 +434,11 @@ class DepthEstimator:
             depth_unmasked_m=unmasked,
         )
 
-    def _infer_masked(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _apply_masks(self, outputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
         """The primary output (a new array) with NaN where a mask output (e.g. sky) says the
         pixel is invalid: masked before the scale fit, so sky never takes part in it."""
         spec = self.spec
         shape = (spec.input_height, spec.input_width)
-        outputs = self.backend.infer_all(batch)
         raw = np.array(outputs[spec.output_name], dtype=np.float32).reshape(shape)
         for mask in spec.mask_outputs:
             values = np.asarray(outputs[mask.name]).reshape(shape)

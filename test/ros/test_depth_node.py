@@ -575,6 +575,28 @@ def test_in_order_hand_over_never_lets_a_fast_worker_overtake() -> None:
     assert not waiter.is_alive() and not box.wait_for_room(timeout=0.0)
 
 
+def test_worker_gate_pauses_extra_workers_that_only_compete_for_the_cores() -> None:
+    from cloudypoints_ros.depth_node import _WorkerGate
+
+    gate = _WorkerGate(max_slowdown=1.5, probe_s=3600.0)
+    assert gate.may_start(1) and math.isnan(gate.slowdown)  # learning
+    gate.end(0.010, gate.begin())  # alone: 10 ms
+    first = gate.begin()
+    second = gate.begin()
+    gate.end(0.030, second)  # side by side: 30 ms each, three times slower
+    gate.end(0.030, first)  # ended alone, but the other one started meanwhile: shared too
+    assert gate.slowdown == pytest.approx(3.0)
+    assert gate.may_start(0)
+    assert gate.may_start(1)  # one probe ...
+    assert not gate.may_start(1)  # ... then paused until the next probe
+    fast = _WorkerGate(max_slowdown=1.5)
+    fast.end(0.010, fast.begin())
+    a, b = fast.begin(), fast.begin()
+    fast.end(0.012, a)
+    fast.end(0.012, b)
+    assert fast.may_start(1) and fast.may_start(1)  # 1.2x slower: two workers pay
+
+
 def test_two_workers_publish_a_burst_in_the_order_of_the_images(
     ros_env: Any, model_dir: Path, frames: list[Any]
 ) -> None:

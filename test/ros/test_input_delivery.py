@@ -40,7 +40,7 @@ def test_default_launch_receives_every_image_from_a_camera_on_fastdds_defaults(
     in its environment) and a camera process on Fast DDS's defaults publishing 640x480 rgb8
     reliably, as image_transport does: every image arrives (frames_in in /diagnostics)."""
     ns = "/cp_delivery"
-    frames = 20
+    frames = 15
     node = subprocess.Popen(
         [sys.executable, "-m", "cloudypoints_ros.depth_node", "--ros-args"]
         + ["--params-file", str(PARAMS_FILE), "-r", f"__ns:={ns}"]
@@ -56,7 +56,7 @@ def test_default_launch_receives_every_image_from_a_camera_on_fastdds_defaults(
     try:
         probe.latest_status(timeout=60.0)  # the node is up
         camera = subprocess.run(
-            [sys.executable, str(CAMERA), "640x480", str(frames), "10", "reliable"]
+            [sys.executable, str(CAMERA), "640x480", str(frames), "5", "reliable"]
             + ["--ros-args", "-r", f"__ns:={ns}"],
             env=_env(None),
             capture_output=True,
@@ -64,8 +64,9 @@ def test_default_launch_receives_every_image_from_a_camera_on_fastdds_defaults(
             timeout=120.0,
         )
         assert camera.returncode == 0, camera.stderr
-        status = probe.latest_status(lambda s: s["frames_in"] == str(frames), timeout=10.0)
-        assert status["errors"] == "0"
+        # Every image arrived (the camera has already stopped sending, so the node may by now
+        # rightly report input_not_arriving).
+        probe.latest_status(lambda s: s["frames_in"] == str(frames), timeout=10.0)
     finally:
         node.terminate()
         try:
