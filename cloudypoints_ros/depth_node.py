@@ -1419,6 +1419,9 @@ def main(args: Sequence[str] | None = None) -> int:
         finally:
             executor.shutdown()
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C while the model loads or before the executor spins is a clean stop too.
+        return 0
     finally:
         if node is not None:
             node.destroy_node()
