@@ -36,12 +36,13 @@ def preset_table() -> str:
     from cloudypoints_core.inference.presets import PRESETS
 
     rows = []
+    col = max(28, *(len(name) for name in PRESETS))
     for name in sorted(PRESETS):
         p = PRESETS[name]
         w, h = p.default_input_size
         rows.append(
-            f"{name:28s} {w}x{h:<5d} {'/'.join(p.weights_kinds):6s} {p.summary}\n"
-            f"{'':28s} licence: {p.card.licence}"
+            f"{name:{col}s} {w}x{h:<5d} {'/'.join(p.weights_kinds):6s} {p.summary}\n"
+            f"{'':{col}s} licence: {p.card.licence}"
         )
     return "\n".join(rows)
 
