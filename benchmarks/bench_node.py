@@ -951,7 +951,8 @@ def main() -> int:
                 f"{SATURATED['fps'] / args.bound_fps:.0%} (goal >= {GOAL:.0%}); by CPU per frame "
                 f"(what the node would reach with both cores to itself, whatever else runs on "
                 f"the machine): bound {2000.0 / args.bound_fps:.1f} ms / node + driver "
-                f"{SATURATED['cpu_ms']:.1f} ms = {2000.0 / args.bound_fps / SATURATED['cpu_ms']:.0%}"
+                f"{SATURATED['cpu_ms']:.1f} ms = "
+                f"{2000.0 / args.bound_fps / SATURATED['cpu_ms']:.0%}"
             )
     if "instant" in results and "transport" in results:
         inst = _median([w.loop.server_cpu_ms for w in results["instant"]])
