@@ -185,7 +185,10 @@ def bench_conversions(reps: int) -> None:
         cloud = conv.cloud_msg(packed, header)
         depth_msg = conv.depth_image_msg(depth, header)
         depth_buf, cloud_buf = conv.MessageBuffer(), conv.MessageBuffer()
-        node_buf = conv.MessageBuffer()  # cloud_buf keeps the points of in_buffer below
+        # One buffer per case, as the node has one per publisher (cloud_buf keeps the points
+        # of in_buffer below; one buffer shared by both cloud layouts would be resized back
+        # and forth, which the node never does).
+        node_bufs = {True: conv.MessageBuffer(), False: conv.MessageBuffer()}
 
         def plain_cloud(p: PackedCloud = packed) -> PointCloud2:
             msg = PointCloud2()  # setters copy an array.array again (Jazzy and later)
@@ -197,9 +200,10 @@ def bench_conversions(reps: int) -> None:
             d: Any = depth,
             i: Any = intr,
             c: Any = rgb,
-            buf: conv.MessageBuffer = node_buf,
+            bufs: dict[bool, conv.MessageBuffer] = node_bufs,
         ) -> Any:
             """The node's publish path: points written into the reused message buffer."""
+            buf = bufs[organised]
             p = backproject_packed(
                 d, i, c, max_range_m=80.0, organised=organised, out=buf.allocate
             )
