@@ -7,6 +7,14 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "cloudypoints_ros"
+#: Folders of data inside the core (no __init__.py: nothing to import), declared as packages so
+#: setuptools installs their files without deprecation warnings.
+DATA_PACKAGES = [
+    "cloudypoints_core.assets",
+    "cloudypoints_core.assets.default_model",
+    "cloudypoints_core.configs",
+    "cloudypoints_core.data.splits",
+]
 
 
 def _data_files() -> list[tuple[str, list[str]]]:
@@ -30,18 +38,15 @@ setup(
             "cloudypoints_core",
             "cloudypoints_core.*",
         ]
-    ),
+    )
+    + DATA_PACKAGES,
     data_files=_data_files(),
     # The bundled default model package ships inside the core so every install finds it.
     package_data={
-        "cloudypoints_core": [
-            "assets/default_model/*",
-            "configs/*.yaml",
-            "data/splits/*.txt",
-            "data/splits/*.md",
-        ]
+        "cloudypoints_core.assets.default_model": ["*.yaml", "*.onnx", "*.pt", "*.md"],
+        "cloudypoints_core.configs": ["*.yaml"],
+        "cloudypoints_core.data.splits": ["*.txt", "*.md"],
     },
-    include_package_data=True,
     python_requires=">=3.10",
     install_requires=[
         "setuptools",
@@ -63,7 +68,6 @@ setup(
     maintainer_email="maintainers@cloudypoints.dev",
     description="Monocular metric depth and point clouds for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "depth_node = cloudypoints_ros.depth_node:main",

@@ -524,6 +524,27 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+#: Logged once at start-up when the node runs the bundled model.
+BUNDLED_MODEL_NOTE = (
+    "the bundled model is trained on synthetic streets (SynthCity) only: on real cameras its "
+    "depth is little better than a guess (metric AbsRel about 0.5 on KITTI, nuScenes and DDAD "
+    "frames). For a real camera import a published network (Depth Anything, Metric3D, MiDaS): "
+    "see the README section 'Use a model that works on your camera'"
+)
+
+
+def _is_bundled_model(path: str | None) -> bool:
+    """Whether ``path`` (the model_path parameter) names the bundled default package."""
+    from cloudypoints_core.inference.package import default_model_path
+
+    if path in (None, "", "default"):
+        return True
+    target = Path(path).resolve()
+    if target.is_file():
+        target = target.parent
+    return target == default_model_path().resolve()
+
+
 class DepthNode(Node):
     """The depth node (see the module docstring).
 
@@ -863,6 +884,8 @@ class DepthNode(Node):
                 f"loading model {path or '(bundled default)'} with backend "
                 f"{startup['backend']} on {startup['device']}"
             )
+            if _is_bundled_model(path):
+                self.get_logger().warning(BUNDLED_MODEL_NOTE)
         return DepthEstimator.from_package(
             path, backend=str(startup["backend"]), device=str(startup["device"]), **options
         )

@@ -98,13 +98,23 @@ class BagPlayer:
         return sorted(self._pubs)
 
     def wait_for_subscribers(self, topics: Sequence[str], timeout_s: float) -> None:
-        """Block until every topic in ``topics`` has a subscriber; BagError on timeout."""
-        unknown = [t for t in topics if t not in self._pubs]
+        """Block until every topic in ``topics`` has a subscriber; BagError on timeout.
+
+        ``TOPIC=N`` waits for N subscribers: a recorder of the input topic must not count as
+        the node under test, which may still be loading its model.
+        """
+        wanted: dict[str, int] = {}
+        for item in topics:
+            name, _, count = item.partition("=")
+            if count and not count.isdigit():
+                raise BagError(f"--wait-for {item!r}: expected TOPIC or TOPIC=N")
+            wanted[name] = int(count) if count else 1
+        unknown = [t for t in wanted if t not in self._pubs]
         if unknown:
             raise BagError(f"cannot wait for {unknown}: not in the bag (topics: {self.topics})")
         deadline = time.monotonic() + timeout_s
         while True:
-            missing = [t for t in topics if self._pubs[t].get_subscription_count() == 0]
+            missing = [t for t, n in wanted.items() if self._pubs[t].get_subscription_count() < n]
             if not missing:
                 return
             if time.monotonic() > deadline:
@@ -156,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait-for",
         action="append",
         default=[],
-        metavar="TOPIC",
-        help="wait until TOPIC has a subscriber before playing (repeatable)",
+        metavar="TOPIC[=N]",
+        help="wait until TOPIC has a subscriber (N subscribers) before playing (repeatable)",
     )
     parser.add_argument("--wait-timeout", type=float, default=60.0)
     parser.add_argument(

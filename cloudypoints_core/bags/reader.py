@@ -363,10 +363,16 @@ def _info_of(reader: Any, path: Path) -> BagInfo:
     )
 
 
-def bag_info(path: str | os.PathLike[str]) -> BagInfo:
-    """Storage, timing and topics of a bag (raises :class:`BagError` when it cannot be read)."""
-    with open_bag(path) as reader:
+def bag_info(path: str | os.PathLike[str], reader: Any = None) -> BagInfo:
+    """Storage, timing and topics of a bag (raises :class:`BagError` when it cannot be read).
+
+    ``reader``: the bag already open (:func:`open_bag`), so that a caller that goes on reading
+    opens (and salvages, and warns about) a truncated bag once.
+    """
+    if reader is not None:
         return _info_of(reader, Path(path))
+    with open_bag(path) as opened:
+        return _info_of(opened, Path(path))
 
 
 # ------------------------------------------------------------------------------ topic choice

@@ -97,12 +97,13 @@ def run_info(bag: Path, *, as_json: bool = False) -> int:
     from cloudypoints_core.bags.reader import bag_info, open_bag, resolve_streams
     from cloudypoints_core.errors import BagError
 
-    info = bag_info(bag)
-    try:
-        with open_bag(bag) as reader:
+    # One opening: a truncated bag is salvaged, and warned about, once.
+    with open_bag(bag) as reader:
+        info = bag_info(bag, reader)
+        try:
             streams: dict[str, Any] | str = vars(resolve_streams(reader, path=bag))
-    except BagError as exc:
-        streams = f"not evaluable: {exc}"
+        except BagError as exc:
+            streams = f"not evaluable: {exc}"
     if as_json:
         sys.stdout.write(
             json.dumps({**info.to_dict(), "evaluation_topics": streams}, indent=2) + "\n"

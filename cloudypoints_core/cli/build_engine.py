@@ -33,12 +33,15 @@ def build_engine(
     from cloudypoints_core.inference.backends.tensorrt_backend import (
         build_cached_engine,
         require_tensorrt,
+        resolve_precision,
     )
     from cloudypoints_core.inference.package import load_model_package
 
     # TensorRT first: without it nothing else here can succeed, and that is the message to give.
-    require_tensorrt()
-    options = EngineBuildOptions(precision="fp32" if fp32 else "fp16", workspace_mb=workspace_mb)
+    trt = require_tensorrt()
+    # The backend's default precision, resolved the same way, so the node finds this engine.
+    precision = resolve_precision(trt, "fp32" if fp32 else None)
+    options = EngineBuildOptions(precision=precision, workspace_mb=workspace_mb)
     package = load_model_package(model)
     data, path, hit = build_cached_engine(package, device, options, cache_dir, rebuild)
     log.info(
@@ -64,7 +67,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--model", default=None, help="model package folder (default: bundled)")
-    parser.add_argument("--fp32", action="store_true", help="build FP32 (default FP16)")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="build FP32 (default: FP16 on TensorRT 10, the ONNX's types on 11)",
+    )
     parser.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace (MiB)")
     parser.add_argument("--cache-dir", default=None, help="engine cache folder")
     parser.add_argument("--device", default="cuda:0", help="CUDA device to build for")

@@ -214,7 +214,8 @@ def _play(run: _Run, input_bag: Path, output_bag: Path) -> None:
         [
             str(input_bag),
             "--wait-for",
-            IMAGE_TOPIC,
+            # The recorder and the node: the node may still be loading a large model.
+            f"{IMAGE_TOPIC}=2",
             "--wait-for",
             DEPTH_GT_TOPIC,
             "--wait-timeout",

@@ -146,7 +146,12 @@ def _engine_cache(cache_dir: str | Path | None, environ: Mapping[str, str]) -> d
                 "source": key.get("source", ""),
             }
         )
-    return {"folder": str(folder), "exists": folder.is_dir(), "entries": entries}
+    return {
+        "folder": str(folder),
+        "exists": folder.is_dir(),
+        "CLOUDYPOINTS_ENGINE_CACHE": environ.get("CLOUDYPOINTS_ENGINE_CACHE"),
+        "entries": entries,
+    }
 
 
 def _ros(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -191,6 +196,7 @@ def collect(
             "onnx": _library("onnx"),
         },
         "gpus": gpus,
+        "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES"),
         "auto": _guard(lambda: _auto_selection(model, gpus)),
         "engine_cache": _guard(lambda: _engine_cache(cache_dir, env)),
         "ros": _ros(env),
@@ -219,6 +225,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += [_library_line(n, i) for n, i in report["libraries"].items()]
     gpus = report["gpus"]
     lines += ["", f"GPUs: {gpus.get('count', 0)} (seen by: {gpus.get('via', 'none')})"]
+    visible = report.get("CUDA_VISIBLE_DEVICES")
+    lines.append(f"  CUDA_VISIBLE_DEVICES {visible if visible is not None else '(unset)'}")
     for dev in gpus.get("devices", []):
         lines.append(f"  cuda:{dev['index']}  {dev['name']}  sm {dev['compute_capability']}")
     if "error" in gpus:

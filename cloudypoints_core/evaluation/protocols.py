@@ -13,6 +13,13 @@ round(W * 1856/2048)); exact whole pixels whenever W and H divide 2048 and 1024 
 
 SynthCity protocol: held-out seeds, exact rendered depth (sky, inf, excluded), the same range cap
 (80 m), no hood and no crop.
+
+No pixel with valid ground truth is ever left out because of its prediction: a prediction
+outside the range is clamped, a missing one (NaN: the network's own, or what the node publishes
+beyond the model's valid range) counts at the far edge, and ``coverage`` (the share predicted
+inside the range) is reported beside the metrics, with a warning below
+:data:`COVERAGE_WARNING_BELOW`. :func:`evaluate_image` is the one scoring function of every
+path (``cloudypoints evaluate``, ``bag evaluate``, live replay, the demo, the trainer).
 """
 
 from __future__ import annotations
@@ -151,7 +158,11 @@ class EvalProtocol:
                 f"evaluated window rows {r0}-{r1 - 1} and columns {c0}-{c1 - 1} of a 2048x1024 "
                 "frame (the same fractions of the frame at other resolutions)"
             )
-        parts.append(f"prediction clamped to [{self.min_depth_m:g}, {self.max_depth_m:g}] m")
+        parts.append(
+            f"every pixel with valid ground truth scored, the prediction clamped to "
+            f"[{self.min_depth_m:g}, {self.max_depth_m:g}] m (a missing one, NaN, at "
+            f"{self.max_depth_m:g} m)"
+        )
         parts.append(scaling)
         views = {
             "above_hood": "rows above the hood",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -54,7 +55,10 @@ def _onnx_bytes(model: torch.nn.Module, spec: ModelSpec, opset: int) -> bytes:
     if callable(fix_input_size):
         fix_input_size(spec.input_height, spec.input_width)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Python ints taken from tensor shapes are constants on purpose: the export is at
+            # one fixed input size.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
                 model,
                 (dummy,),

@@ -312,17 +312,17 @@ class DepthEstimator:
         # Facade options are validated before paying for a backend, which then replaces the stub.
         estimator = cls(package.spec, _NullBackend(), package=package, **facade)
         estimator.backend = create_backend(backend, package, device, rest)
-        missing = [
-            m.name
-            for m in package.spec.mask_outputs
-            if m.name not in estimator.backend.output_names
-        ]
-        if missing:
-            estimator.backend.close()
-            raise ModelError(
-                f"model {package.spec.name!r}: the spec's mask outputs {missing} are not outputs "
-                f"of the network (it has {list(estimator.backend.output_names)})"
-            )
+        if package.spec.mask_outputs:
+            # A backend without infer_all (output_names) cannot deliver the extra outputs.
+            names = tuple(getattr(estimator.backend, "output_names", ()))
+            missing = [m.name for m in package.spec.mask_outputs if m.name not in names]
+            if missing:
+                estimator.backend.close()
+                raise ModelError(
+                    f"model {package.spec.name!r}: the spec's mask outputs {missing} are not "
+                    f"outputs the {estimator.backend_name} backend returns (it gives "
+                    f"{list(names)}); use a backend with every output, e.g. onnxruntime"
+                )
         return estimator
 
     # ------------------------------------------------------------------------------- info
@@ -383,11 +383,14 @@ class DepthEstimator:
             t0 = time.perf_counter()
             batch, at_input = self._preprocess(rgb, intrinsics)
             t1 = time.perf_counter()
+            outputs: dict[str, npt.NDArray[Any]] | None = None
             if self.spec.mask_outputs:
-                raw = self._infer_masked(batch)
+                outputs = self.backend.infer_all(batch)
             else:
                 raw = self.backend.infer(batch)
             t2 = time.perf_counter()
+            if outputs is not None:
+                raw = self._apply_masks(outputs)
             placement = self._preprocess.fit_for(intrinsics.width, intrinsics.height)
             if placement.pads:  # un-pad: keep the window that shows the image
                 x0, y0, w, h = placement.window
@@ -431,12 +434,11 @@ class DepthEstimator:
             depth_unmasked_m=unmasked,
         )
 
-    def _infer_masked(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _apply_masks(self, outputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
         """The primary output (a new array) with NaN where a mask output (e.g. sky) says the
         pixel is invalid: masked before the scale fit, so sky never takes part in it."""
         spec = self.spec
         shape = (spec.input_height, spec.input_width)
-        outputs = self.backend.infer_all(batch)
         raw = np.array(outputs[spec.output_name], dtype=np.float32).reshape(shape)
         for mask in spec.mask_outputs:
             values = np.asarray(outputs[mask.name]).reshape(shape)

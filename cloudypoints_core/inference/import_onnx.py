@@ -30,7 +30,14 @@ from cloudypoints_core.inference.spec import ModelSpec
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["OnnxSignature", "import_onnx", "read_signature"]
+__all__ = [
+    "OnnxSignature",
+    "build_spec",
+    "import_onnx",
+    "model_card",
+    "read_signature",
+    "write_onnx_package",
+]
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +196,9 @@ def build_spec(
     multiple: int,
 ) -> ModelSpec:
     """The package spec: the preset's fields plus what was read from the graph."""
-    fields: dict[str, Any] = dict(preset.spec_fields)
+    fields: dict[str, Any] = {"architecture": preset.name, **preset.spec_fields}
     fields.update(
         name=options.name or f"{preset.name}-{size[0]}x{size[1]}",
-        architecture=preset.name,
         input_width=size[0],
         input_height=size[1],
         input_multiple=multiple,
@@ -214,7 +220,7 @@ def model_card(preset: Preset, spec: ModelSpec, weights: Path, sha256: str) -> s
         for m in spec.mask_outputs
     )
     focal = (
-        "none (the output is metres for any camera)"
+        "none (the output is taken as metres as it is)"
         if spec.reference_focal is None
         else f"`{spec.focal_rule}` against {spec.reference_focal:g} px"
     )
@@ -268,6 +274,32 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_onnx_package(
+    model: onnx.ModelProto, spec: ModelSpec, card: str, out: Path, check: bool = True
+) -> Path:
+    """Write ``model`` (spec embedded), ``spec.yaml`` and ``MODEL_CARD.md`` to the new folder
+    ``out``: staged beside it, optionally run once, then renamed (shared by importers)."""
+    onnx = require("onnx", "writing a model package")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new folder")
+    embed_spec_in_onnx_model(model, spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        onnx.save(model, str(staging / str(spec.onnx_file or "model.onnx")))
+        spec.save(staging / SPEC_FILE)
+        (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        if check:
+            _run_once(staging)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
 def import_onnx(preset: Preset, weights: Path, out: Path, options: ImportOptions) -> Path:
     """Check ``weights`` (an ONNX file) against ``preset`` and write the package to ``out``."""
     onnx = require("onnx", "importing an ONNX model")
@@ -281,22 +313,8 @@ def import_onnx(preset: Preset, weights: Path, out: Path, options: ImportOptions
     input_name, output_name, size, multiple = _check(preset, sig, options)
     spec = build_spec(preset, options, input_name, output_name, size, multiple)
     _fix_input_shape(model, input_name, size)
-    embed_spec_in_onnx_model(model, spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        onnx.save(model, str(staging / "model.onnx"))
-        spec.save(staging / SPEC_FILE)
-        card = model_card(preset, spec, weights, _sha256(weights))
-        (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
-        if options.check:
-            _run_once(staging)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    card = model_card(preset, spec, weights, _sha256(weights))
+    write_onnx_package(model, spec, card, out, options.check)
     log.info(
         "imported %s as %s: input %dx%d, %s, %s",
         weights,

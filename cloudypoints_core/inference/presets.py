@@ -6,7 +6,8 @@ the weights come from, their licence, the published accuracy). Nothing else in t
 about these families: the facade reads only the spec (STYLE rule 12). The facts and their
 sources (repository, file, commit) are in ``docs/models.md``.
 
-Importers are registered by weights file kind (``onnx`` here; a ``.pth`` importer can be added
+Importers are registered by weights file kind (``onnx``; ``pth`` for checkpoints our own networks
+load, see :mod:`cloudypoints_core.inference.import_pth`; more can be added
 with :func:`register_importer`), each a function ``(preset, weights, out, options) -> Path``
 that writes a normal model package. :func:`import_model` picks the importer from the file's
 suffix and checks that the preset accepts that kind.
@@ -63,7 +64,9 @@ class Preset:
     ``output_names`` list the names the official export uses (empty: take the graph's only
     one). ``input_multiples``: the first one dividing both sides of the input size is used.
     ``required_options``: :class:`ImportOptions` fields the user must give (e.g. ``max_depth_m``).
-    ``speed``: expected speed, for the README table.
+    ``speed``: expected speed, for the README table. ``importer_data``: what an importer of
+    another weights kind needs beyond the spec (e.g. the network configuration a ``.pth``
+    checkpoint is loaded into); the ONNX importer needs none.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Preset:
     required_options: tuple[str, ...] = ()
     option_help: Mapping[str, str] = field(default_factory=dict)
     speed: str = ""
+    importer_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ Importer = Callable[[Preset, Path, Path, ImportOptions], Path]
 
 _DA_V2_CARD_SOURCE = (
     "Depth Anything V2 (https://github.com/DepthAnything/Depth-Anything-V2); checkpoints on "
-    "Hugging Face (depth-anything/Depth-Anything-V2-Small|Base|Large); ONNX exports e.g. "
+    "Hugging Face (depth-anything/Depth-Anything-V2-Small, -Base, -Large); ONNX exports e.g. "
     "https://github.com/fabio-sim/Depth-Anything-ONNX (the repository's own README points there)"
 )
 
@@ -161,7 +165,10 @@ for _preset in (
             "the indoor (Hypersim) weights"
         },
         card=CardFacts(
-            source=_DA_V2_CARD_SOURCE.replace("Small|Base|Large", "Metric-VKITTI|Hypersim-*"),
+            source=_DA_V2_CARD_SOURCE.replace(
+                "Depth-Anything-V2-Small, -Base, -Large",
+                "Depth-Anything-V2-Metric-VKITTI-* and -Metric-Hypersim-*",
+            ),
             licence="Small: Apache-2.0; Base/Large: CC-BY-NC-4.0 (non-commercial)",
             accuracy="Fine-tuned on synthetic data (Virtual KITTI 2 outdoor, max 80 m; "
             "Hypersim indoor, max 20 m); the metric_depth README publishes no KITTI table. The "
@@ -264,6 +271,71 @@ for _preset in (
 ):
     register_preset(_preset)
 
+#: The official Depth Anything V2 checkpoints (``.pth``) by size: encoder, parameters (M),
+#: licence, file names. Read with our own network (``models/depth_anything_v2.py``) and
+#: exported at a fixed size: the conventions are those of the ONNX presets above.
+_DA_V2_CHECKPOINTS = {
+    "small": ("vits", 24.8, "Apache-2.0"),
+    "base": ("vitb", 97.5, "CC-BY-NC-4.0 (non-commercial)"),
+    "large": ("vitl", 335.3, "CC-BY-NC-4.0 (non-commercial)"),
+}
+#: Metric variants: preset word -> (data set, max depth of the sigmoid head, file infix).
+_DA_V2_METRIC = {
+    "outdoor": ("Virtual KITTI 2", 80.0, "vkitti"),
+    "indoor": ("Hypersim", 20.0, "hypersim"),
+}
+for _size, (_enc, _params, _licence) in _DA_V2_CHECKPOINTS.items():
+    register_preset(
+        Preset(
+            name=f"depth-anything-v2-{_size}",
+            summary=f"Depth Anything V2 {_size.capitalize()} ({_params} M) from the official "
+            f"depth_anything_v2_{_enc}.pth: affine-invariant inverse depth",
+            weights_kinds=("pth",),
+            spec_fields={
+                **PRESETS["depth-anything-v2-relative"].spec_fields,
+                "architecture": "depth_anything_v2",
+                "arch_config": {"encoder": _enc, "head": "relative"},
+            },
+            default_input_size=(518, 266),
+            input_multiples=(14,),
+            card=CardFacts(
+                source=f"Depth Anything V2 (https://github.com/DepthAnything/Depth-Anything-V2), "
+                f"checkpoint depth_anything_v2_{_enc}.pth (Hugging Face "
+                f"depth-anything/Depth-Anything-V2-{_size.capitalize()}), loaded strictly into "
+                "CloudyPoints' own implementation and exported to ONNX at a fixed size",
+                licence=_licence,
+                accuracy=PRESETS["depth-anything-v2-relative"].card.accuracy,
+            ),
+            speed=PRESETS["depth-anything-v2-relative"].speed,
+        )
+    )
+    for _place, (_data, _max, _infix) in _DA_V2_METRIC.items():
+        register_preset(
+            Preset(
+                name=f"depth-anything-v2-metric-{_place}-{_size}",
+                summary=f"Depth Anything V2 {_size.capitalize()} metric {_place} ({_data}, "
+                f"sigmoid x {_max:g} m) from depth_anything_v2_metric_{_infix}_{_enc}.pth",
+                weights_kinds=("pth",),
+                spec_fields={
+                    **PRESETS["depth-anything-v2-metric"].spec_fields,
+                    "architecture": "depth_anything_v2",
+                    "arch_config": {"encoder": _enc, "head": "metric", "max_depth": _max},
+                    "max_depth_m": _max,
+                },
+                default_input_size=(518, 266),
+                input_multiples=(14,),
+                card=CardFacts(
+                    source="Depth Anything V2 metric depth (https://github.com/DepthAnything/"
+                    f"Depth-Anything-V2/tree/main/metric_depth), checkpoint "
+                    f"depth_anything_v2_metric_{_infix}_{_enc}.pth, loaded strictly into "
+                    "CloudyPoints' own implementation and exported to ONNX at a fixed size",
+                    licence=_licence,
+                    accuracy=PRESETS["depth-anything-v2-metric"].card.accuracy,
+                ),
+                speed=PRESETS["depth-anything-v2-metric"].speed,
+            )
+        )
+
 
 def list_presets() -> list[str]:
     return sorted(PRESETS)
@@ -278,10 +350,11 @@ def get_preset(name: str) -> Preset:
 
 # -------------------------------------------------------------------------------- importers
 #: Weights file suffix -> kind.
-_SUFFIX_KINDS: dict[str, str] = {".onnx": "onnx"}
+_SUFFIX_KINDS: dict[str, str] = {".onnx": "onnx", ".pth": "pth", ".pt": "pth"}
 #: Kind -> importer function, or "module:function" imported on first use.
 _IMPORTERS: dict[str, Importer | str] = {
     "onnx": "cloudypoints_core.inference.import_onnx:import_onnx",
+    "pth": "cloudypoints_core.inference.import_pth:import_pth",
 }
 
 

@@ -149,7 +149,8 @@ class DPTHead(nn.Module):
         s = self.scratch
         l1, l2, l3 = s.layer1_rn(maps[0]), s.layer2_rn(maps[1]), s.layer3_rn(maps[2])
         l4 = s.layer4_rn(maps[3])
-        # Sizes as Python ints from the fixed grid: the traced graph gets constant Resize sizes.
+        # Output sizes as Python ints from the patch grid, never read from feature maps at run
+        # time: a traced graph holds them as constants.
         size1 = (rows * 4, cols * 4)
         size2 = (rows * 2, cols * 2)
         path = s.refinenet4(l4, None, (rows, cols))

@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cloudypoints_core._optional import require
-from cloudypoints_core.errors import ConfigError, DatasetError
+from cloudypoints_core.errors import ConfigError, DatasetError, ScaleError
 from cloudypoints_core.geometry import Intrinsics
 from cloudypoints_core.io import atomic_write_bytes, atomic_write_text
 from cloudypoints_core.training.config import (
@@ -437,7 +437,8 @@ def teacher_hash(config: DistillConfig) -> str:
 
 
 def _relative_kind(kind: str) -> bool:
-    return "relative" in kind or kind == "disparity"
+    """True for outputs known only up to a scale (and shift): they need a metric source."""
+    return kind != "metric_depth"
 
 
 def load_teacher(config: DistillConfig) -> Any:
@@ -572,6 +573,7 @@ def label_sources(
     """
     from tqdm import tqdm
 
+    from cloudypoints_core.bags.evaluate import _prefetch
     from cloudypoints_core.inference.facade import resize_depth
 
     width, height = label_size
@@ -616,8 +618,11 @@ def label_sources(
             disable=not config.progress or None,
             mininterval=1.0,
         )
+        # Bag reading and decoding run a frame or two ahead in a thread (they release the GIL),
+        # overlapping with the teacher: the same prefetch `bag evaluate` uses.
+        frames = _prefetch(source.frames())
         try:
-            for frame in source.frames():
+            for frame in frames:
                 if frame.index % config.frame_stride:
                     continue
                 if config.max_frames_per_source and len(labels) >= config.max_frames_per_source:
@@ -630,12 +635,20 @@ def label_sources(
                     if teacher is None:
                         teacher = factory()
                     t0 = time.perf_counter()
-                    result = teacher.predict(frame.rgb, frame.intrinsics)
+                    try:
+                        result = teacher.predict(frame.rgb, frame.intrinsics)
+                        teacher_m = np.asarray(result.depth_m, dtype=np.float32)
+                        method = str(result.scale_method)
+                    except ScaleError as exc:
+                        # A relative teacher whose ground-plane fit failed on this frame.
+                        log.debug("frame %d of %s: %s", frame.index, source.name, exc)
+                        teacher_m = np.full(frame.rgb.shape[:2], np.nan, np.float32)
+                        method = "none"
                     stats.teacher_s += time.perf_counter() - t0
                     calls += 1
-                    teacher_m = np.asarray(result.depth_m, dtype=np.float32)
-                    if str(result.scale_method) == "none":
-                        # Unscaled relative depth is not metres: learn nothing from this frame.
+                    if method == "none":
+                        # Unscaled relative depth is not metres: learn nothing from the teacher
+                        # on this frame (a depth topic, if any, still teaches).
                         teacher_m = np.full(teacher_m.shape, np.nan, np.float32)
                         stats.unscaled_frames += 1
                     teacher_m = resize_depth(teacher_m, width, height, "linear")
@@ -651,13 +664,14 @@ def label_sources(
                         depth,
                         frame.intrinsics.resized(width, height),
                         frame.stamp_ns,
-                        str(result.scale_method),
+                        method,
                     )
                 labels.append(
                     FrameLabel(source.name, frame.index, frame.stamp_ns, path, has_depth)
                 )
                 bar.update(1)
         finally:
+            frames.close()
             bar.close()
         if not labels:
             raise DatasetError(f"{source.name}: no usable frames (see the log for why)")
@@ -852,7 +866,7 @@ def _score_test_frames(
     """The student package (through the facade, as deployed) on the test frames: its agreement
     with the teacher, its error against the depth topic, and the teacher's own error there."""
     from cloudypoints_core.evaluation.metrics import mean_errors
-    from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image
+    from cloudypoints_core.evaluation.protocols import EvalProtocol, evaluate_image, scored_depth
     from cloudypoints_core.inference.facade import DepthEstimator
 
     protocol = EvalProtocol(
@@ -867,7 +881,10 @@ def _score_test_frames(
     try:
         for path in files:
             sample = DistillFrames([path], True)[0]
-            pred = student.predict(sample["rgb"], sample["intrinsics"]).depth_m
+            # Scored unmasked: the protocol clamps what the facade would publish as NaN.
+            pred = scored_depth(
+                student.predict(sample["rgb"], sample["intrinsics"], keep_unmasked=True)
+            )
             pairs = [("agreement", sample["depth_m"], pred)]
             if np.isfinite(sample["aux_depth_m"]).any():
                 pairs += [
@@ -913,7 +930,9 @@ def _card_section(report: Mapping[str, Any]) -> str:
         f"topic (nearest point per pixel) are stored at {report['label_size'][0]}x"
         f"{report['label_size'][1]}, where all scores below are computed; teacher run "
         f"{report['labels']['teacher_calls']} times in this run "
-        f"({report['labels']['cached_frames']} frames taken from the cache)",
+        f"({report['labels']['cached_frames']} frames taken from the cache; "
+        f"{report['labels']['unscaled_frames']} frames where the teacher had no metric scale "
+        "are not learned from it)",
         "",
         "| source | topics | frames | with depth topic | duration (s) |",
         "|---|---|---:|---:|---:|",
@@ -1029,6 +1048,11 @@ def distill(
         val={"manifest": manifest_path, "split": "val"},
         test={"manifest": manifest_path, "split": "test"},
     )
+    if not has_depth and dcfg.teacher_weight == 0:
+        raise ConfigError(
+            "distill.teacher_weight is 0 but the recordings have no depth topic: nothing to "
+            "learn from (give --depth-topic or a positive teacher weight)"
+        )
     train_cfg = tcfg
     if not has_depth and tcfg.train.best_metric.startswith("aux_"):
         # Without a depth topic the only reference is the teacher.

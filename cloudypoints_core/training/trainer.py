@@ -9,7 +9,7 @@ CUDA); only rank 0 logs and writes.
 
 Run folder::
 
-    config.yaml  command.txt  versions.json  train.log  summary.json
+    config.yaml  command.txt  [resume_commands.txt]  versions.json  train.log  summary.json
     metrics.jsonl  metrics.csv  steps.jsonl  loss_curves.png
     checkpoints/last.pt  best_model.pt
     package/ (spec.yaml, model.onnx, model.pt, MODEL_CARD.md)
@@ -209,6 +209,8 @@ def _lr_lambda(config: TrainingConfig, total_steps: int) -> Any:
 
 def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
     """The package spec of a model trained with ``config``."""
+    from cloudypoints_core.models import model_info
+
     return ModelSpec(
         name=config.model.name,
         architecture=config.model.architecture,
@@ -221,6 +223,7 @@ def build_spec(config: TrainingConfig, train_fx_px: float) -> ModelSpec:
         min_depth_m=config.model.valid_min_depth_m,
         max_depth_m=config.model.valid_max_depth_m,
         train_fx_px=float(train_fx_px),
+        input_multiple=model_info(config.model.architecture).input_multiple,
     )
 
 
@@ -404,7 +407,7 @@ def _supervised_loss(
 
     loss, terms = depth_loss(pred, target, mask, **loss_kwargs)
     if "aux_target" not in batch:
-        return loss, terms
+        return config.optim.depth_weight * loss, terms
     aux_loss, aux_terms = depth_loss(
         pred,
         batch["aux_target"].to(device, non_blocking=True),
@@ -566,7 +569,16 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", config.to_yaml(), fsync=False)
-        atomic_write_text(run_dir / "command.txt", command + "\n", fsync=False)
+        original = run_dir / "command.txt"
+        if resume is not None and original.is_file() and original.read_text().strip():
+            # A resumed run keeps the command that defined it (its overrides are in the card's
+            # "Command"); each resume command is recorded beside it.
+            resume_command = command
+            command = original.read_text().strip()
+            with (run_dir / "resume_commands.txt").open("a", encoding="utf-8") as handle:
+                handle.write(resume_command + "\n")
+        else:
+            atomic_write_text(original, command + "\n", fsync=False)
         versions = library_versions()
         atomic_write_text(run_dir / "versions.json", json.dumps(versions, indent=2) + "\n")
         file_handler = logging.FileHandler(run_dir / "train.log")
@@ -675,7 +687,15 @@ def train(
                 r for r in _read_jsonl(run_dir / "metrics.jsonl") if r["epoch"] <= epoch
             ]
             history.steps = [r for r in _read_jsonl(run_dir / "steps.jsonl") if r["step"] <= step]
-            log.info("resumed from %s at epoch %d step %d", resume, epoch, step)
+            # Epochs count from 1, as the progress bar's "epoch 2/2" does.
+            log.info(
+                "resumed from %s in epoch %d/%d after %d of its steps (global step %d)",
+                resume,
+                epoch + 1,
+                config.train.epochs,
+                step_in_epoch,
+                step,
+            )
         if dist.initialised:
             ddp_ids = [device.index] if device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ddp_ids)

@@ -61,6 +61,7 @@ def test_report_lists_libraries_cache_and_ros_settings(
     [entry] = report["engine_cache"]["entries"]
     assert (entry["model"], entry["tensorrt"], entry["precision"]) == ("tiny", "10.9.0.34", "fp16")
     assert entry["gpu"] == "Orin (sm 8.7)" and entry["size_mib"] == 1.0
+    assert report["engine_cache"]["CLOUDYPOINTS_ENGINE_CACHE"] is None
     ros = report["ros"]
     assert ros["rmw_in_use"] == "rmw_cyclonedds_cpp"
     assert ros["fastdds_profile_exists"] is True
@@ -97,7 +98,8 @@ def test_gpus_show_who_saw_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setattr(EnvironmentProbe, "gpus", lambda self: seen)
     report = collect(environ={}, cache_dir=tmp_path)
     text = format_report(report)
-    assert "GPUs: 1 (seen by: NVML (NVIDIA driver))\n  cuda:0  NVIDIA L4  sm 8.9\n" in text
+    assert "GPUs: 1 (seen by: NVML (NVIDIA driver))\n  CUDA_VISIBLE_DEVICES (unset)\n" in text
+    assert "  cuda:0  NVIDIA L4  sm 8.9\n" in text
     assert "  - torch: torch 2.13.0+cpu is a CPU-only build" in text
     # With a GPU, auto tries the GPU backends first (here: ONNX Runtime lacks CUDA, so skipped).
     assert any("onnxruntime on cuda:0" in s for s in report["auto"]["skipped"])

@@ -617,3 +617,14 @@ def test_two_workers_publish_a_burst_in_the_order_of_the_images(
         arrival = list(probe.received["depth/image"])  # dict order = order of receipt
     got = [s for s in arrival if s in stamps]
     assert got == sorted(got) and got[-1] == stamps[-1]
+
+
+def test_the_bundled_model_is_recognised_for_the_start_up_note(tmp_path: Path) -> None:
+    from cloudypoints_core.inference.package import default_model_path
+    from cloudypoints_ros.depth_node import BUNDLED_MODEL_NOTE, _is_bundled_model
+
+    assert _is_bundled_model(None) and _is_bundled_model("default")
+    assert _is_bundled_model(str(default_model_path()))
+    assert _is_bundled_model(str(default_model_path() / "spec.yaml"))
+    assert not _is_bundled_model(str(tmp_path))
+    assert "Use a model that works on your camera" in BUNDLED_MODEL_NOTE

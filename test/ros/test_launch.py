@@ -13,8 +13,6 @@ from conftest import REPO
 
 LAUNCH_FILE = REPO / "launch" / "depth.launch.py"
 
-pytestmark = pytest.mark.ros
-
 launch_pytest = pytest.importorskip(
     "launch_pytest",
     reason="launch_pytest is not installed (it ships with a ROS 2 install: "
@@ -31,14 +29,23 @@ def _installed_share() -> Path | None:
         return None
 
 
+# Decided at collection, before any fixture: a skip raised inside launch_pytest's fixture
+# surfaces as a PluggyTeardownRaisedWarning from its teardown hook.
+pytestmark = [
+    pytest.mark.ros,
+    pytest.mark.skipif(
+        _installed_share() is None,
+        reason="cloudypoints_ros is not installed in an ament index (colcon build first)",
+    ),
+]
+
+
 @launch_pytest.fixture
 def launch_description(model_dir: Path, ros_domain: int) -> Any:
     from launch import LaunchDescription
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
-    if _installed_share() is None:
-        pytest.skip("cloudypoints_ros is not installed in an ament index (colcon build first)")
     include = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={

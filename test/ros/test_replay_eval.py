@@ -45,7 +45,9 @@ def far_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from ros_fixtures import make_model_package, test_spec
 
-    spec = replace(test_spec("far_net"), min_depth_m=0.5, max_depth_m=80.0)
+    spec = replace(
+        test_spec("far_net"), input_width=128, input_height=64, min_depth_m=0.5, max_depth_m=80.0
+    )
     return make_model_package(tmp_path_factory.mktemp("far_model"), spec=spec, scale=40.0)
 
 
@@ -61,8 +63,8 @@ def test_live_replay_agrees_with_offline(
         tmp_path / "bag",
         seed=11,
         n_frames=N_FRAMES,
-        width=64,
-        height=32,
+        width=128,
+        height=64,
         storage=storage,
         image_format=fmt,
         progress=False,

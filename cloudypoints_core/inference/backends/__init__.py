@@ -197,7 +197,7 @@ class EnvironmentProbe:
     def gpus(self) -> GpuDiscovery:
         """The GPUs this process sees and which library saw them, without needing torch.
 
-        The CUDA runtime (cuda-bindings), a CUDA build of torch and NVML (the driver's library)
+        The CUDA runtime (cuda-bindings), NVML (the driver's library) and a CUDA build of torch
         are asked in turn (see ``cuda_api.discover_gpus``); a CPU-only torch no longer hides the
         GPUs. When none of them can answer, an ONNX Runtime with its CUDA provider is taken to
         mean one GPU (it cannot count them).

@@ -7,9 +7,9 @@ NVIDIA's ``cuda-bindings`` (``cuda.bindings.runtime``; the older ``cuda-python``
 documents (per-thread current device, allocations that belong to one device).
 
 GPU discovery for ``auto`` and ``cloudypoints doctor`` (:func:`discover_gpus`) asks, in order, the
-CUDA runtime (cuda-bindings), a CUDA build of torch, then NVML through ctypes (the driver's
-``libnvidia-ml.so.1``, present wherever the NVIDIA driver is), so that a CPU-only torch no longer
-hides the GPUs. Nothing here imports a heavy library at module import.
+CUDA runtime (cuda-bindings), NVML through ctypes (the driver's ``libnvidia-ml.so.1``, present
+wherever the NVIDIA driver is, except on Jetson), then a CUDA build of torch, so that a CPU-only
+torch no longer hides the GPUs. Nothing here imports a heavy library at module import.
 """
 
 from __future__ import annotations
@@ -113,7 +113,14 @@ class CudaRuntimeApi:
             text = described[1] if isinstance(described, tuple) else described
             if isinstance(text, bytes):
                 text = text.decode(errors="replace")
-            raise BackendError(f"CUDA {call} failed: {err!r} ({text})")
+            hint = ""
+            if "InsufficientDriver" in repr(err):
+                # No driver at all, or (on a GPU machine) bindings for a newer CUDA major.
+                hint = (
+                    "; no NVIDIA driver, or one older than these bindings' CUDA: "
+                    f"{CUDA_BINDINGS_HINT}"
+                )
+            raise BackendError(f"CUDA {call} failed: {err!r} ({text}){hint}")
         if not values:
             return None
         return values[0] if len(values) == 1 else values
@@ -289,8 +296,10 @@ def discover_gpus(environ: Mapping[str, str] | None = None) -> GpuDiscovery:
     notes: list[str] = []
     sources: list[tuple[str, Callable[[], tuple[int, tuple[GpuInfo, ...]] | str]]] = [
         ("cuda-bindings (CUDA runtime)", _count_with_cuda_runtime),
-        ("torch", _count_with_torch),
+        # NVML before torch: it costs nothing, while importing torch takes seconds.
         ("NVML (NVIDIA driver)", lambda: _count_with_nvml(env)),
+        # Last: Jetson has no NVML, and its torch wheels are CUDA builds.
+        ("torch", _count_with_torch),
     ]
     for via, probe in sources:
         try:

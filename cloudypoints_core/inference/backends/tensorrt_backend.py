@@ -15,8 +15,9 @@ tests replace with a fake. The TensorRT calls follow the TensorRT 10 Python API:
 - only the spec's input is fed (another graph input is a ModelError); every output is allocated
   with its own dtype (``trt.nptype``), so multi-head networks run and ``infer_all`` returns them;
 - precision "fp16" uses ``BuilderFlag.FP16`` (weak typing, deprecated since TensorRT 10.12 and
-  removed in 11, where it is a BackendError saying what to do); ``platform_has_fast_fp16``
-  (removed in 11) is not used.
+  removed in 11, where asking for it is a BackendError saying what to do); the default (None)
+  is "fp16" where the flag exists and "fp32" (the ONNX's own types) on TensorRT 11, so one
+  configuration runs on both; ``platform_has_fast_fp16`` (removed in 11) is not used.
 """
 
 from __future__ import annotations
@@ -136,6 +137,23 @@ def _fp16_flag(trt: Any) -> Any:
     return flag
 
 
+def resolve_precision(trt: Any, precision: str | None) -> str:
+    """The precision an engine is built with: None means FP16 where TensorRT still has weak
+    typing (10.x), else "fp32" (TensorRT 11 takes the ONNX's own types); an explicit "fp16" on
+    TensorRT 11 is a BackendError."""
+    if precision is None:
+        if getattr(getattr(trt, "BuilderFlag", None), "FP16", None) is not None:
+            return "fp16"
+        log.info(
+            "TensorRT %s has no FP16 builder flag: building with the ONNX's own types",
+            trt.__version__,
+        )
+        return "fp32"
+    if precision == "fp16":
+        _fp16_flag(trt)
+    return precision
+
+
 def build_serialized_engine(
     package: ModelPackage,
     options: EngineBuildOptions,
@@ -234,14 +252,15 @@ class _Tensor:
 class TensorRTBackend:
     """Runs a cached TensorRT engine built from the package's ONNX (see the module docstring).
 
-    Options: ``precision`` ("fp16" default or "fp32"), ``workspace_mb`` (builder workspace limit),
+    Options: ``precision`` ("fp16", "fp32", or None: the default, see :func:`resolve_precision`),
+    ``workspace_mb`` (builder workspace limit),
     ``cache_dir`` (engine cache folder; default per user, see engine_cache), ``rebuild`` (ignore a
     cached engine). Needs ``tensorrt`` (10 or later) and ``cuda-bindings``.
     """
 
     name = "tensorrt"
     OPTIONS: ClassVar[Mapping[str, Any]] = {
-        "precision": "fp16",
+        "precision": None,
         "workspace_mb": 1024,
         "cache_dir": None,
         "rebuild": False,
@@ -252,7 +271,7 @@ class TensorRTBackend:
         package: ModelPackage,
         device: str = "cuda:0",
         *,
-        precision: str = "fp16",
+        precision: str | None = None,
         workspace_mb: int = 1024,
         cache_dir: str | Path | None = None,
         rebuild: bool = False,
@@ -269,7 +288,9 @@ class TensorRTBackend:
         self.output_names: tuple[str, ...] = ()
         dev = _cuda_device(device, cuda, "the tensorrt backend")
         self._index = dev.index
-        options = EngineBuildOptions(precision=precision, workspace_mb=int(workspace_mb))
+        options = EngineBuildOptions(
+            precision=resolve_precision(trt, precision), workspace_mb=int(workspace_mb)
+        )
         spec = package.spec
         self.device = str(dev)
         self.spec = spec

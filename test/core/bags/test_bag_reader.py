@@ -218,6 +218,21 @@ def test_truncated_mcap_yields_its_complete_part(tmp_path: Path) -> None:
     assert reader.stats.truncated and "truncated" in reader.stats.truncated
 
 
+def test_bag_info_on_a_truncated_bag_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cloudypoints_core.cli.main import main
+
+    bag, _ = big_bag(tmp_path / "b")
+    data = bag / "b.mcap"
+    os.truncate(data, int(data.stat().st_size * 0.7))
+    with caplog.at_level(logging.WARNING):
+        assert main(["bag", "info", str(bag)]) == 0
+    warned = [r for r in caplog.records if "is truncated" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert "evaluation topics: {" in capsys.readouterr().out
+
+
 def test_truncated_sqlite_is_a_clear_error(synth_bags, tmp_path: Path) -> None:
     bag = shutil.copytree(synth_bags[("sqlite3", "raw")], tmp_path / "b")
     db = next(bag.glob("*.db3"))

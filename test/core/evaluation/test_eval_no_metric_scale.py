@@ -47,5 +47,7 @@ def test_an_image_without_metric_scale_is_scored_as_a_failure(tmp_path: Path) ->
     # Two images at 12 m against 10 m (AbsRel 0.2) and one scored at the far edge, 80 m (7.0).
     far = SYNTHCITY_PROTOCOL.max_depth_m
     assert results["metrics"]["abs_rel"] == pytest.approx((0.2 + 0.2 + (far - 10.0) / 10.0) / 3)
+    assert results["n_images"] == 3
+    assert results["coverage_mean"] == pytest.approx(2 / 3)
     assert results["scale_methods"] == {"ground_plane": 2, "no_metric_scale": 1}
     assert any("f1: no metric scale" in n and "a wall" in n for n in results["notes"])

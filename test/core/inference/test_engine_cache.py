@@ -182,6 +182,29 @@ def test_new_model_rebuilds_and_removes_the_superseded_engine(tmp_path: Path) ->
     assert len(cache.entries()) == 2
 
 
+def test_same_named_models_from_two_files_coexist(tmp_path: Path) -> None:
+    # Two packages trained from one config share spec.name; only the file says which is which.
+    cache = EngineCache(tmp_path)
+    build = Builder()
+    a = make_key(source="/runs/a/model.onnx")
+    b = make_key(source="/runs/b/model.onnx", onnx_sha256="cd" * 32)
+    for key in (a, b, a, b):
+        cache.get_or_build(key, build)
+    assert build.calls == 2 and len(cache.entries()) == 2
+
+
+def test_an_entry_of_the_old_layout_goes_when_its_model_rebuilds(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    old = tmp_path / "tiny-0123456789abcdef0123.engine"
+    old.write_bytes(b"old engine")
+    legacy = {k: v for k, v in make_key().to_dict().items() if k != "source"}
+    legacy["format"] = 1
+    old.with_suffix(".json").write_text(json.dumps({"key": legacy, "digest": "0" * 64}))
+    cache.get_or_build(make_key(source="/runs/a/model.onnx"), Builder())
+    assert not old.exists() and not old.with_suffix(".json").exists()
+    assert len(cache.entries()) == 1
+
+
 def test_tensorrt_upgrade_invalidates(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     build = Builder()

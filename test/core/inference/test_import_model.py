@@ -97,12 +97,11 @@ def test_every_preset_imports_its_export(tmp_path: Path, preset_name: str) -> No
     for key, value in preset.spec_fields.items():
         got = getattr(spec, key)
         if key == "mask_outputs":
-            got = tuple(m.to_dict() for m in got)
-        assert (
-            got == pytest.approx(value)
-            if isinstance(value, tuple) and key != "mask_outputs"
-            else got == value
-        ), key
+            assert tuple(m.to_dict() for m in got) == value
+        elif isinstance(value, tuple):  # mean, std, pad_value: floats
+            assert got == pytest.approx(value), key
+        else:
+            assert got == value, key
     assert read_spec_from_onnx(out / "model.onnx") == spec
     card = (out / "MODEL_CARD.md").read_text()
     assert preset.card.licence in card and preset.card.source in card

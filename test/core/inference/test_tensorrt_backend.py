@@ -113,6 +113,13 @@ def test_fake_engine_reports_minus_one_until_the_input_shape_is_set(
     assert tuple(context.get_tensor_shape("depth")) == (1, 1, 32, 64)
 
 
+def test_fake_tensorrt_11_lacks_what_tensorrt_11_removed() -> None:
+    ten, eleven = FakeTensorRT(FakeCuda(), "10.9.0.34"), FakeTensorRT(FakeCuda(), "11.4.0.106")
+    assert ten.Builder(None).platform_has_fast_fp16 is True and ten.BuilderFlag.FP16
+    assert not hasattr(eleven.Builder(None), "platform_has_fast_fp16")
+    assert not hasattr(eleven.BuilderFlag, "FP16")
+
+
 # -------------------------------------------------------------------- T1 dynamic shapes
 def _dynamic_package(tmp_path: Path) -> ModelPackage:
     import torch
@@ -215,6 +222,31 @@ def test_t3_building_fp16_with_tensorrt_11_is_a_backend_error(
     install_fake_gpu(monkeypatch, version="11.4.0.106")
     with pytest.raises(BackendError, match="BuilderFlag.FP16"):
         build_cached_engine(tiny_package, "cuda:0", EngineBuildOptions("fp16"), tmp_path)
+
+
+def test_t3_the_default_precision_builds_on_tensorrt_10_and_11(
+    monkeypatch: pytest.MonkeyPatch, tiny_package: ModelPackage, tmp_path: Path
+) -> None:
+    gpu = install_fake_gpu(monkeypatch, version="11.4.0.106")
+    TensorRTBackend(tiny_package, "cuda:0", cache_dir=tmp_path / "a")
+    assert gpu.trt.builds[-1]["fp16"] is False
+    [entry] = EngineCache(tmp_path / "a").entries()
+    assert entry["key"]["options"]["precision"] == "fp32"  # what was built, not what was asked
+    gpu = install_fake_gpu(monkeypatch, version="10.9.0.34")
+    TensorRTBackend(tiny_package, "cuda:0", cache_dir=tmp_path / "b")
+    assert gpu.trt.builds[-1]["fp16"] is True
+
+
+@pytest.mark.parametrize("version", ["10.9.0.34", "11.4.0.106"])
+def test_t3_build_engine_prebuilds_what_the_default_backend_loads(
+    monkeypatch: pytest.MonkeyPatch, tiny_package_dir: Path, tmp_path: Path, version: str
+) -> None:
+    from cloudypoints_core.cli.build_engine import build_engine
+
+    gpu = install_fake_gpu(monkeypatch, version=version)
+    assert build_engine(tiny_package_dir, cache_dir=tmp_path) == 0
+    TensorRTBackend(load_model_package(tiny_package_dir), "cuda:0", cache_dir=tmp_path)
+    assert len(gpu.trt.builds) == 1  # the node's start is a cache hit
 
 
 def test_t3_tensorrt_11_builds_fp32_and_10_uses_the_fp16_flag(
@@ -360,7 +392,7 @@ def test_t5_gpu_discovery_names_its_source_and_honours_cuda_visible_devices(
     found = discover_gpus({})
     assert (found.count, found.via) == (2, "NVML (NVIDIA driver)")
     assert [g.name for g in found.gpus] == ["NVIDIA A2", "NVIDIA L4"]
-    assert any("CPU-only" in note for note in found.notes)
+    assert [note.split(":")[0] for note in found.notes] == ["cuda-bindings (CUDA runtime)"]
     assert discover_gpus({"CUDA_VISIBLE_DEVICES": "1"}).count == 1
     assert discover_gpus({"CUDA_VISIBLE_DEVICES": "-1"}).count == 0
 
@@ -377,7 +409,7 @@ def test_t5_cpu_only_torch_on_a_gpu_machine_is_skipped_by_auto(
     # A GPU counted without torch (NVML, cuda-bindings); this torch cannot use it.
     monkeypatch.setattr(EnvironmentProbe, "cuda_device_count", lambda self: 1)
     with pytest.raises(BackendError, match="CPU-only build"):
-        TorchBackend(tiny_package, "cuda:0")
+        TorchBackend(tiny_package, "cuda:0", model_factory=tiny_factory)
     only_torch = Probe(count=1)
     only_torch.has_module = lambda name: name == "torch"  # type: ignore[method-assign]
     options = {"model_factory": tiny_factory}
@@ -594,3 +626,29 @@ def test_cuda_runtime_api_without_a_driver_raises_backend_errors(cudart: Any) ->
     for name, call in calls.items():
         with pytest.raises(BackendError, match=f"CUDA {name} failed: .*driver"):
             call()
+
+
+# ---------------------------------------------------- the facade on TensorRT, masks included
+def test_facade_on_tensorrt_masks_sky_like_onnxruntime(gpu: Gpu, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cloudypoints_core.geometry import Intrinsics
+    from cloudypoints_core.inference.facade import DepthEstimator
+    from cloudypoints_core.inference.spec import MaskOutput
+
+    root = make_multi_head_package(tmp_path / "sky")
+    spec = load_model_package(root).spec
+    replace(spec, mask_outputs=(MaskOutput("sky", 0.5),)).save(root / "spec.yaml")
+    k = Intrinsics(60.0, 60.0, 79.5, 39.5, 160, 80)
+    rgb = np.random.default_rng(8).integers(0, 256, (80, 160, 3), dtype=np.uint8)
+    on_gpu = DepthEstimator.from_package(
+        root, backend="tensorrt", device="cuda:0", precision="fp32", cache_dir=str(tmp_path)
+    ).predict(rgb, k)
+    on_cpu = DepthEstimator.from_package(root, backend="onnxruntime", num_threads=1).predict(
+        rgb, k
+    )
+    assert on_gpu.backend == "tensorrt"
+    masked = np.isnan(on_cpu.depth_m)
+    assert 0 < masked.mean() < 1  # the sky head masks some pixels, not all
+    assert np.array_equal(np.isnan(on_gpu.depth_m), masked)
+    np.testing.assert_allclose(on_gpu.depth_m[~masked], on_cpu.depth_m[~masked], rtol=1e-5)

@@ -382,3 +382,55 @@ def test_cli_distill_one_command(tmp_path: Path, synth_bags: list[str]) -> None:
     assert (out / "package" / "model.onnx").is_file()
     # A bad value is a one-line error and exit code 2, not a traceback.
     assert main(["distill", "--bag", synth_bags[0], "--out", str(out), "distill.gap_s=-1"]) == 2
+
+
+def test_pixels_the_teacher_marks_invalid_are_not_learned_as_far(tmp_path: Path) -> None:
+    from cloudypoints_core.training.distill import DistillFrames
+
+    teacher = np.full((32, 64), 12.0, np.float32)
+    teacher[:10] = np.nan  # sky / beyond the teacher's range
+    depth = np.full((32, 64), np.nan, np.float32)
+    depth[20, 5] = 9.0
+    path = tmp_path / "f.npz"
+    np.savez(
+        path,
+        rgb=np.zeros((32, 64, 3), np.uint8),
+        teacher_m=teacher,
+        depth_m=depth,
+        intrinsics=np.array([40.0, 40.0, 31.5, 15.5]),
+    )
+    sample = DistillFrames([path], has_aux=True)[0]
+    data = DataConfig(input_width=64, input_height=32, far_targets="clamp")
+    out = SampleTransform(data, (0.5,) * 3, (0.25,) * 3, 40.0, (0.5, 100.0))(sample)
+    assert not out["mask"][0, :10].any()  # excluded, not trained as the head's maximum
+    assert out["mask"][0, 10:].all()
+    np.testing.assert_allclose(out["target"][0, 10:], 12.0)
+    assert out["aux_mask"][0].sum() == 1 and out["aux_target"][0, 20, 5] == 9.0
+
+
+def test_frames_without_a_metric_scale_teach_nothing(
+    tmp_path: Path, synth_bags: list[str]
+) -> None:
+    from cloudypoints_core.errors import ScaleError
+
+    class FlakyRelativeTeacher(CountingTeacher):
+        """Fails its ground-plane fit on every other frame, as a relative teacher can."""
+
+        def predict(self, rgb: Any, intrinsics: Intrinsics) -> Any:
+            self.calls += 1
+            if self.calls % 2:
+                raise ScaleError("ground-plane fit failed: too few road points")
+            return self.inner.predict(rgb, intrinsics)
+
+    config = DistillConfig(bags=(synth_bags[0],), max_frames_per_source=6, progress=False)
+    teacher = FlakyRelativeTeacher()
+    sources, stats, _ = label_sources(
+        config, (64, 32), tmp_path / "labels", teacher_factory=lambda: teacher
+    )
+    assert stats.teacher_calls == 6 and stats.unscaled_frames == 3
+    invalid = []
+    for label in sources[0]:
+        with np.load(label.path) as data:
+            invalid.append(bool(np.isnan(data["teacher_m"]).all()))
+            assert np.isfinite(data["depth_m"]).any()  # the depth topic still teaches
+    assert invalid == [True, False] * 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +89,29 @@ def test_checkpoint_loads_weights_only_and_holds_plain_values(full_run: Path) ->
 
 
 @pytest.mark.parametrize("stop_at", [3, 4])
-def test_resume_continues_exactly(full_run: Path, tmp_path: Path, stop_at: int) -> None:
+def test_resume_continues_exactly(
+    full_run: Path, tmp_path: Path, stop_at: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """Stopping at step ``stop_at`` (mid-epoch or at an epoch end) and resuming gives the same
-    losses, step for step, and the same final weights as the uninterrupted run."""
+    losses, step for step, and the same final weights as the uninterrupted run; the run keeps
+    the command that defined it."""
     run = tmp_path / "run"
-    train(toy_config(train={"max_steps": stop_at}), out_dir=run, command="test")
+    first = f"cloudypoints train --config toy.yaml train.max_steps={stop_at}"
+    train(toy_config(train={"max_steps": stop_at}), out_dir=run, command=first)
     assert len(_steps(run)) == stop_at
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == stop_at
-    train(toy_config(), resume=run / "checkpoints" / "last.pt", command="test")
+    again = f"cloudypoints train --resume {run}/checkpoints/last.pt"
+    with caplog.at_level(logging.INFO, logger="cloudypoints_core"):
+        train(toy_config(), resume=run / "checkpoints" / "last.pt", command=again)
+    assert (run / "command.txt").read_text() == first + "\n"
+    assert (run / "resume_commands.txt").read_text() == again + "\n"
+    assert f"Command: `{first}`" in (run / "package" / "MODEL_CARD.md").read_text()
+    # 4 steps per epoch: step 3 is inside epoch 1 of 2, step 4 ends it (resume in epoch 2).
+    epoch, into = (1, 3) if stop_at == 3 else (2, 0)
+    resumed = [r.getMessage() for r in caplog.records if "resumed from" in r.getMessage()]
+    assert len(resumed) == 1
+    assert f"in epoch {epoch}/2 after {into} of its steps (global step {stop_at})" in resumed[0]
     want = [r["loss"] for r in _steps(full_run)]
     got = [r["loss"] for r in _steps(run)]
     assert len(got) == len(want) == 8

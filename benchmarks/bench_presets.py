@@ -1,0 +1,220 @@
+"""Benchmark: the facade's overhead per preset (resize policy) over the bare network at its size.
+
+For every preset a stand-in network with the real export's signature and input size, with
+random weights (timing does not depend on them), is imported with ``import_model`` like a
+downloaded file: for the ViT families the encoder of the smallest real model (DINOv2 ViT-S/14:
+384 wide, 12 blocks) with a 1x1 head upsampled to the input (plus a ``sky`` head where the
+preset has one), for MiDaS a small CNN. Then ``DepthEstimator.predict``
+(fitting by the preset's policy: stretch, letterbox, crop, lower bound; normalisation; network;
+un-padding; focal rule or fixed scale; range; resize back to the camera) and the bare
+``backend.infer`` (``infer_all`` for presets with mask outputs) of an already prepared batch
+run interleaved in one loop, on camera images of 1920x1080, 1242x375 and 1024x512. Goal: the
+facade adds at most 10 % to the network time. Besides the interleaved ratio (noisy when other
+processes share the cores) each call's own timings give what the facade added over the network
+it ran, (preprocess + postprocess) / infer, whose median is the figure judged.
+
+The stand-ins are cheaper than the real networks (no DPT or RAFT decoder; Depth Anything 3
+metric is a ViT-L, MiDaS small an EfficientNet-Lite3 with a RefineNet decoder), so the ratios
+printed here are upper bounds for the real models; the absolute overhead in milliseconds is
+printed beside them.
+
+    python benchmarks/bench_presets.py [--repeats 7] [--warmup 3] [--threads 2] [--presets ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cloudypoints_core.geometry import Intrinsics
+from cloudypoints_core.inference.facade import DepthEstimator
+from cloudypoints_core.inference.presets import PRESETS, ImportOptions, import_model
+
+GOAL_OVERHEAD = 1.10
+CAMERAS = [(1920, 1080), (1242, 375), (1024, 512)]
+#: I/O names of the real exports (MiDaS exports unnamed: any single input and output).
+SIGNATURES = {
+    "depth-anything-v2-relative": ("image", "depth", None),
+    "depth-anything-v2-metric": ("image", "depth", None),
+    "depth-anything-3-metric": ("image", "depth", "sky"),
+    "metric3d-v2": ("image", "pred_depth", None),
+    "midas-v21-small": ("x", "y", None),
+}
+
+
+def stand_in_onnx(path: Path, preset_name: str) -> tuple[Path, str]:
+    """Export the stand-in network for ``preset_name`` at its default input size; returns the
+    file and a description of the stand-in."""
+    import torch
+    from torch import nn
+
+    width, height = PRESETS[preset_name].default_input_size
+    input_name, output_name, sky = SIGNATURES[preset_name]
+    vit = preset_name != "midas-v21-small"
+
+    class Block(nn.Module):
+        """Pre-norm transformer block (attention + MLP x4), written out so it exports."""
+
+        def __init__(self, dim: int = 384, heads: int = 6) -> None:
+            super().__init__()
+            self.heads = heads
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, n, c = x.shape
+            qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            attn = torch.softmax(q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5, dim=-1)
+            x = x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+            return x + self.mlp(self.norm2(x))
+
+    class StandIn(nn.Module):
+        """ViT-S/14 encoder (DINOv2-S sizes: 384 wide, 12 blocks, 6 heads) and a 1x1 head
+        upsampled to the input, or for MiDaS a small CNN (stride-4 stem, four 3x3 convs)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            if vit:
+                self.stem = nn.Conv2d(3, 384, 14, stride=14)
+                self.body = nn.Sequential(*[Block() for _ in range(12)])
+                self.head = nn.Conv2d(384, 2 if sky else 1, 1)
+            else:
+                self.stem = nn.Conv2d(3, 64, 4, stride=4)
+                self.body = nn.Sequential(
+                    *[m for _ in range(4) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())]
+                )
+                self.head = nn.Conv2d(64, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> Any:
+            y = self.stem(x)
+            if vit:
+                b, c, gh, gw = y.shape
+                tokens = self.body(y.flatten(2).transpose(1, 2))
+                y = tokens.transpose(1, 2).reshape(b, c, gh, gw)
+            else:
+                y = self.body(y)
+            y = nn.functional.interpolate(self.head(y), size=(height, width), mode="bilinear")
+            depth = nn.functional.softplus(y[:, :1]) + 1.0
+            if sky:
+                return depth, torch.sigmoid(y[:, 1:2])
+            return depth
+
+    model = StandIn().eval()
+    outputs = [output_name] + ([sky] if sky else [])
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, height, width),),
+            str(path),
+            input_names=[input_name],
+            output_names=outputs,
+            opset_version=17,
+            dynamo=False,
+        )
+    return path, "ViT-S/14 encoder" if vit else "small CNN"
+
+
+def bench_preset(
+    preset_name: str, root: Path, repeats: int, threads: int, warmup: int = 3
+) -> list[dict[str, Any]]:
+    preset = PRESETS[preset_name]
+    weights, stand_in = stand_in_onnx(root / f"{preset_name}.onnx", preset_name)
+    package = import_model(
+        preset_name,
+        weights,
+        root / preset_name,
+        ImportOptions(max_depth_m=80.0 if preset.required_options else None),
+    )
+    relative = preset.spec_fields["output_kind"] != "metric_depth"
+    options: dict[str, Any] = {"num_threads": threads}
+    if relative:
+        options.update(scale_method="fixed", fixed_scale=1.0)
+    rows = []
+    rng = np.random.default_rng(0)
+    with DepthEstimator.from_package(package, backend="onnxruntime", **options) as est:
+        masked = bool(est.spec.mask_outputs)
+        for w, h in CAMERAS:
+            intr = Intrinsics(0.9 * w, 0.9 * w, w / 2 - 0.5, h / 2 - 0.5, w, h)
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            batch = est._preprocess(rgb, intr)[0].copy()  # noqa: SLF001 - the bare input
+            bare_fn = est.backend.infer_all if masked else est.backend.infer
+            for _ in range(warmup):
+                bare_fn(batch)
+                est.predict(rgb, intr)
+            bare, full, pre, post, share = [], [], [], [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                bare_fn(batch)
+                t1 = time.perf_counter()
+                result = est.predict(rgb, intr)
+                t2 = time.perf_counter()
+                bare.append(t1 - t0)
+                full.append(t2 - t1)
+                times = result.timings
+                pre.append(times["preprocess"])
+                post.append(times["postprocess"])
+                # Within one call: everything the facade adds over the network it ran.
+                share.append((times["preprocess"] + times["postprocess"]) / times["infer"])
+            rows.append(
+                {
+                    "preset": preset_name,
+                    "stand_in": stand_in,
+                    "policy": est.spec.fit_policy,
+                    "net": f"{est.spec.input_width}x{est.spec.input_height}",
+                    "camera": f"{w}x{h}",
+                    "bare": statistics.median(bare) * 1e3,
+                    "facade": statistics.median(full) * 1e3,
+                    "pre": statistics.median(pre),
+                    "post": statistics.median(post),
+                    "share": statistics.median(share),
+                }
+            )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--presets", nargs="*", default=sorted(SIGNATURES))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in tqdm(args.presets, desc="presets", unit="preset"):
+            rows += bench_preset(name, Path(tmp), args.repeats, args.threads, args.warmup)
+    print(  # noqa: T201 - a benchmark's output
+        f"{'preset':27s} {'stand-in':16s} {'policy':15s} {'network':8s} {'camera':9s} "
+        f"{'bare ms':>8s} {'facade':>8s} {'pre':>5s} {'post':>5s} {'ratio':>6s} {'added':>6s}"
+    )
+    worst = 0.0
+    for r in rows:
+        worst = max(worst, r["share"])
+        print(  # noqa: T201
+            f"{r['preset']:27s} {r['stand_in']:16s} {r['policy']:15s} {r['net']:8s} "
+            f"{r['camera']:9s} {r['bare']:8.1f} {r['facade']:8.1f} {r['pre']:5.1f} "
+            f"{r['post']:5.1f} {r['facade'] / r['bare']:6.3f} {r['share']:6.1%}"
+        )
+    verdict = "meets" if worst <= GOAL_OVERHEAD - 1.0 else "misses"
+    print(  # noqa: T201
+        "\nratio: median facade time / median bare network time, interleaved (noisy on a loaded "
+        "machine); added: median of (preprocess + postprocess) / network time within each call."
+        f"\nworst added {worst:.1%} ({verdict} the goal of {GOAL_OVERHEAD - 1.0:.0%}; the "
+        "stand-ins are cheaper than the real networks, so real shares are lower)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

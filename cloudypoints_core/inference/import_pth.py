@@ -1,0 +1,167 @@
+"""Import a PyTorch checkpoint (``.pth``) that one of our own networks loads, as a model package.
+
+The preset names the network (``architecture`` and ``arch_config`` among its spec fields, e.g.
+``depth_anything_v2`` with ``encoder: vits``); the checkpoint is loaded with ``strict=True``
+under its own key names (a wrong file lists its missing / unexpected keys), exported to ONNX at
+one fixed input size (``--input-size`` or the preset's default; for ViTs the position embedding
+is precomputed for that grid), and ONNX Runtime is compared with PyTorch on two SynthCity frames:
+the package is written only when they agree to ``PARITY_RTOL`` of the output's range. The
+package (``spec.yaml``, ``model.onnx`` with the spec in its metadata, ``model.pt``, and
+``MODEL_CARD.md``) is assembled in a temporary folder beside ``out`` and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloudypoints_core._optional import require
+from cloudypoints_core.errors import ConfigError, ModelError
+from cloudypoints_core.inference.presets import ImportOptions, Preset
+from cloudypoints_core.inference.spec import ModelSpec
+
+__all__ = ["PARITY_RTOL", "build_pth_spec", "export_parity", "import_pth"]
+
+log = logging.getLogger(__name__)
+
+#: Largest |ONNX Runtime - PyTorch| accepted, relative to the largest |PyTorch output|. Both run
+#: float32; a 24-block ViT accumulates a few 1e-6 of relative rounding difference.
+PARITY_RTOL = 1e-3
+
+
+def build_pth_spec(preset: Preset, options: ImportOptions, size: tuple[int, int]) -> ModelSpec:
+    """The package spec: the preset's fields, the chosen input size and the user's options."""
+    from cloudypoints_core.models import model_info
+
+    fields: dict[str, Any] = dict(preset.spec_fields)
+    if "architecture" not in fields:
+        raise ConfigError(
+            f"preset {preset.name!r} names no architecture; it cannot import .pth weights"
+        )
+    arch_config = dict(fields.get("arch_config", {}))
+    if options.max_depth_m is not None and "max_depth" in arch_config:
+        # The head's scale is the one the checkpoint was trained with (80 m outdoor, 20 m
+        # indoor); a fine-tuned checkpoint may use another.
+        arch_config["max_depth"] = float(options.max_depth_m)
+    multiple = model_info(str(fields["architecture"])).input_multiple
+    width, height = size
+    if width % multiple or height % multiple or width <= 0 or height <= 0:
+        raise ConfigError(
+            f"input size {width}x{height} is not a positive multiple of {multiple} (the patch "
+            f"size of {fields['architecture']}); e.g. {preset.default_input_size[0]}x"
+            f"{preset.default_input_size[1]}"
+        )
+    fields.update(
+        name=options.name or f"{preset.name}-{width}x{height}",
+        arch_config=arch_config,
+        input_width=width,
+        input_height=height,
+        input_multiple=multiple,
+        input_name="image",
+        output_name="depth",
+        onnx_file="model.onnx",
+        weights_file="model.pt",
+        spec_version=2,
+    )
+    if options.max_depth_m is not None:
+        fields["max_depth_m"] = float(options.max_depth_m)
+    return ModelSpec.from_dict(fields, source=f"preset {preset.name}")
+
+
+def export_parity(model: Any, onnx_path: Path, spec: ModelSpec) -> tuple[float, float]:
+    """(max |ORT - torch|, that divided by max |torch|) over two held-out SynthCity frames."""
+    torch = require("torch", "the export parity check")
+    ort = require("onnxruntime", "the export parity check")
+    from cloudypoints_core.data.synthcity import render_frame
+    from cloudypoints_core.inference.export import normalise_batch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst, peak = 0.0, 0.0
+    for seed in (1_000_000, 1_000_001):
+        rgb = render_frame(seed, spec.input_width, spec.input_height).rgb
+        x = normalise_batch(np.asarray(rgb), spec)
+        (onnx_out,) = session.run([spec.output_name], {spec.input_name: x})
+        with torch.no_grad():
+            torch_out = model(torch.from_numpy(x)).numpy()
+        if onnx_out.shape != torch_out.shape:
+            raise ModelError(f"ONNX output shape {onnx_out.shape} != torch {torch_out.shape}")
+        worst = max(worst, float(np.max(np.abs(onnx_out - torch_out))))
+        peak = max(peak, float(np.max(np.abs(torch_out))))
+    return worst, worst / peak if peak > 0 else worst
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions) -> Path:
+    """Load ``weights`` strictly into the preset's network and write its package to ``out``."""
+    from cloudypoints_core.inference.export import export_package
+    from cloudypoints_core.inference.import_onnx import model_card
+    from cloudypoints_core.models import create_model
+    from cloudypoints_core.models.weights import load_checkpoint_state, load_strict
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new folder")
+    size = options.input_size or preset.default_input_size
+    spec = build_pth_spec(preset, options, size)
+    model = create_model(spec.architecture, **dict(spec.arch_config))
+    load_strict(model, load_checkpoint_state(weights), str(weights))
+    model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        export_package(model, spec, staging)
+        diff, rel = export_parity(model, staging / "model.onnx", spec)
+        log.info("ONNX Runtime vs PyTorch: max |difference| %.2e (%.2e relative)", diff, rel)
+        if not rel <= PARITY_RTOL:
+            raise ModelError(
+                f"export parity check failed: ONNX Runtime and PyTorch differ by {diff:.3g} "
+                f"({rel:.3g} of the output range, tolerance {PARITY_RTOL:g})"
+            )
+        card = model_card(preset, spec, weights, _sha256(weights))
+        card += (
+            f"\nExported by CloudyPoints at {spec.input_width}x{spec.input_height} (position "
+            f"embedding precomputed for that grid); ONNX Runtime vs PyTorch on two SynthCity "
+            f"frames: max |difference| {diff:.2e} ({rel:.1e} relative).\n"
+        )
+        (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        if options.check:
+            _run_once(staging)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info(
+        "imported %s as %s: %s %s, input %dx%d, %s",
+        weights,
+        out,
+        spec.architecture,
+        dict(spec.arch_config),
+        spec.input_width,
+        spec.input_height,
+        spec.output_kind,
+    )
+    return out
+
+
+def _run_once(folder: Path) -> None:
+    """Load the written package through the ONNX Runtime backend and run it once."""
+    from cloudypoints_core.inference.backends import create_backend
+    from cloudypoints_core.inference.package import load_model_package
+
+    backend = create_backend("onnxruntime", load_model_package(folder), "cpu", {"warmup": True})
+    backend.close()
