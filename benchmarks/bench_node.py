@@ -171,7 +171,7 @@ def reference_create_cloud(header: Header, fields: list[Any], points: npt.NDArra
 
 
 def bench_conversions(reps: int) -> None:
-    print("\n== part 1: per-frame message work (median ms; no DDS) ==")
+    print("\n== part 1: per-frame message work (median CPU ms of one thread; no DDS) ==")
     header = _header(time.time_ns())
     rows = []
     ratios: dict[str, dict[str, float]] = {}
@@ -185,7 +185,10 @@ def bench_conversions(reps: int) -> None:
         cloud = conv.cloud_msg(packed, header)
         depth_msg = conv.depth_image_msg(depth, header)
         depth_buf, cloud_buf = conv.MessageBuffer(), conv.MessageBuffer()
-        node_buf = conv.MessageBuffer()  # cloud_buf keeps the points of in_buffer below
+        # One buffer per case, as the node has one per publisher (cloud_buf keeps the points
+        # of in_buffer below; one buffer shared by both cloud layouts would be resized back
+        # and forth, which the node never does).
+        node_bufs = {True: conv.MessageBuffer(), False: conv.MessageBuffer()}
 
         def plain_cloud(p: PackedCloud = packed) -> PointCloud2:
             msg = PointCloud2()  # setters copy an array.array again (Jazzy and later)
@@ -197,9 +200,10 @@ def bench_conversions(reps: int) -> None:
             d: Any = depth,
             i: Any = intr,
             c: Any = rgb,
-            buf: conv.MessageBuffer = node_buf,
+            bufs: dict[bool, conv.MessageBuffer] = node_bufs,
         ) -> Any:
             """The node's publish path: points written into the reused message buffer."""
+            buf = bufs[organised]
             p = backproject_packed(
                 d, i, c, max_range_m=80.0, organised=organised, out=buf.allocate
             )
@@ -263,9 +267,11 @@ def bench_conversions(reps: int) -> None:
             fn()
         for _ in range(reps):
             for name, fn in cases.items():
-                t0 = time.perf_counter()
+                # CPU time of this thread (page faults included): on a shared machine, wall
+                # time would also count the time other processes hold the core.
+                t0 = time.thread_time()
                 fn()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(time.thread_time() - t0)
         r: dict[str, Any] = {name: float(np.median(v) * 1e3) for name, v in times.items()}
         r.update(
             size=f"{width}x{height}",
@@ -634,6 +640,17 @@ def run_server(
                 f"{st.get('stage_publish_p50_ms')} ms ({steps}), frames in/out/dropped "
                 f"{st.get('frames_in')}/{st.get('frames_out')}/{st.get('dropped')}"
             )
+        if kind == "node" and args.bound_fps > 0:
+            # Fed faster than the 2-core bound: the node's own top frames/s, for the goal.
+            rate = min(1.2 * args.bound_fps, args.max_rate)
+            r = _open_loop(driver, proc.pid, images, infos, rate, 2 * args.seconds, "saturated")
+            SATURATED["fps"] = r.fps
+            SATURATED["cpu_ms"] = r.server_cpu_ms + r.driver_cpu_ms
+            print(
+                f"  node, saturated: {r.sent} frames at {rate:.1f} Hz (1.2x the 2-core bound) -> "
+                f"{r.fps:.2f} frames/s out, latency {_pct(r.latencies_s)}; CPU ms per frame "
+                f"out: server {r.server_cpu_ms:.1f} ({r.server_threads})"
+            )
         if kind == "node" and args.overload_seconds > 0:
             OVERLOAD.update(overload(driver, proc.pid, args, windows))
         return windows
@@ -650,8 +667,9 @@ def run_server(
         log.close()
 
 
-#: Results of :func:`overload` for the summary.
+#: Results of :func:`overload` and of the node's saturated window, for the summary.
 OVERLOAD: dict[str, float] = {}
+SATURATED: dict[str, float] = {}
 
 
 def overload(
@@ -881,8 +899,13 @@ def main() -> int:
         f"its own process{'; ' + ', '.join(args.node_param) if args.node_param else ''}) =="
     )
     results: dict[str, list[Window]] = {}
+    args.bound_fps = 0.0
     for index, kind in enumerate(args.servers.split(",")):
         results[kind] = run_server(kind, args, frames, facades, index)
+        if kind == "transport":
+            # The 2-core bound (see the summary), for the node's saturated window.
+            cpu = _median([w.loop.server_cpu_ms + w.loop.driver_cpu_ms for w in results[kind]])
+            args.bound_fps = 2000.0 / (one_cpu + cpu)
     for facade in facades:
         facade.close()
 
@@ -927,11 +950,15 @@ def main() -> int:
             f"node / facade frames/s: {', '.join(f'{w.ratio:.0%}' for w in ws)} -> median "
             f"{_median([w.ratio for w in ws]):.0%}"
         )
-        if "transport" in results:
-            node_fps = _median([w.loop.fps for w in ws])
+        if SATURATED:
             print(
-                f"GOAL node frames/s vs the 2-core bound: {node_fps:.1f} / {bound:.1f} = "
-                f"{node_fps / bound:.0%} (goal >= {GOAL:.0%})"
+                f"GOAL node frames/s (fed at 1.2x the bound) vs the 2-core bound: "
+                f"{SATURATED['fps']:.1f} / {args.bound_fps:.1f} = "
+                f"{SATURATED['fps'] / args.bound_fps:.0%} (goal >= {GOAL:.0%}); by CPU per frame "
+                f"(what the node would reach with both cores to itself, whatever else runs on "
+                f"the machine): bound {2000.0 / args.bound_fps:.1f} ms / node + driver "
+                f"{SATURATED['cpu_ms']:.1f} ms = "
+                f"{2000.0 / args.bound_fps / SATURATED['cpu_ms']:.0%}"
             )
     if "instant" in results and "transport" in results:
         inst = _median([w.loop.server_cpu_ms for w in results["instant"]])

@@ -5,10 +5,10 @@ numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over (new
 publish thread: depth image, CameraInfo, PointCloud2 (back-projected straight into the buffer
 the message hands to rclpy) and an optional colour map -> publishers. The callbacks only hand
 messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while the
-network runs. Newest wins at every stage (the DDS reader keeps the last image, the mailbox one
-pending frame, the hand-over one finished frame), so under overload a frame waits behind at
-most one older frame per stage, never a queue; and the cloud of frame k is assembled while
-later frames are inferred. On a CPU two workers, each with
+network runs. Newest wins at every stage (the DDS reader keeps the last two images, the
+mailbox one pending frame, the hand-over one finished frame), so under overload a frame waits
+behind at most one older frame per stage, never a queue; and the cloud of frame k is assembled
+while later frames are inferred. On a CPU two workers, each with
 its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
 than one model on two threads (no synchronisation between the cores inside every layer, and
 nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
@@ -797,7 +797,7 @@ class DepthNode(Node):
         512 KiB shared-memory segment) a best-effort node received 0-22 of 30 640x480 rgb8
         images, a reliable one all of them (benchmarks/bench_dds_delivery.py). A reliable
         subscription would never match a best-effort publisher, hence the check, repeated as
-        publishers come and go. The image queue stays keep-last 1: newest wins either way.
+        publishers come and go. The image queue stays keep-last 2: newest wins either way.
         """
         wanted = "sensor_msgs/msg/" + ("CompressedImage" if self._compressed else "Image")
         publishers = [

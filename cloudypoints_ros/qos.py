@@ -15,10 +15,12 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-#: Images queued per subscription in the middleware: newest wins there too. The callback only
-#: swaps the frame into a one-slot mailbox, so a deeper queue would just hold frames that are
-#: about to be dropped, and under overload every queued frame adds its age to the latency.
-IMAGE_QUEUE_DEPTH = 1
+#: Images queued per subscription in the middleware: the newest and at most one older one, so
+#: a brief stall of the executor (a busy machine) does not lose a frame, while under overload
+#: the transport holds at most one stale frame. The callback only swaps the frame into a
+#: one-slot mailbox, so a deeper queue would just hold frames that are about to be dropped,
+#: and every queued frame adds its age to the latency.
+IMAGE_QUEUE_DEPTH = 2
 #: CameraInfo messages are tiny and paired with images by stamp: keep a few so a late image still
 #: finds its own.
 CAMERA_INFO_QUEUE_DEPTH = 10
