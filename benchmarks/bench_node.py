@@ -638,7 +638,8 @@ def run_server(
                 f"  {kind}: node's own view (last diagnostics): inference stage p50 "
                 f"{st.get('stage_infer_p50_ms')} ms, publish stage p50 "
                 f"{st.get('stage_publish_p50_ms')} ms ({steps}), frames in/out/dropped "
-                f"{st.get('frames_in')}/{st.get('frames_out')}/{st.get('dropped')}"
+                f"{st.get('frames_in')}/{st.get('frames_out')}/{st.get('dropped')}, skipped "
+                f"(never taken) {st.get('skipped', 'n/a')}"
             )
         if kind == "node" and args.bound_fps > 0:
             # Fed faster than the 2-core bound: the node's own top frames/s, for the goal.

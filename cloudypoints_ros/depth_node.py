@@ -1,14 +1,15 @@
 """The ``cloudypoints_depth`` node: camera images in, metric depth, CameraInfo and clouds out.
 
-Data flow: image callback -> one-slot mailbox (newest wins) -> inference workers: message ->
-numpy (``conversions``) -> ``DepthEstimator.predict`` -> in-order hand-over (newest wins) ->
-publish thread: depth image, CameraInfo, PointCloud2 (back-projected straight into the buffer
-the message hands to rclpy) and an optional colour map -> publishers. The callbacks only hand
-messages over, so the executor stays responsive (parameters, CameraInfo, diagnostics) while the
-network runs. Newest wins at every stage (the DDS reader keeps the last two images, the
-mailbox one pending frame, the hand-over one finished frame), so under overload a frame waits
-behind at most one older frame per stage, never a queue; and the cloud of frame k is assembled
-while later frames are inferred. On a CPU two workers, each with
+Data flow: a free inference worker takes the newest image from the subscription itself (the
+executor never touches it) -> message -> numpy (``conversions``) -> ``DepthEstimator.predict``
+-> in-order hand-over (newest wins) -> publish thread: depth image, CameraInfo, PointCloud2
+(back-projected straight into the buffer the message hands to rclpy) and an optional colour
+map -> publishers. The executor only serves parameters, CameraInfo and diagnostics, so it stays
+responsive while the network runs. Newest wins at every stage (the DDS reader keeps the last two
+images and a worker takes only the newest, the hand-over keeps one finished frame), so under
+overload a frame waits behind at most one older frame per stage, never a queue; an image
+superseded in the reader is never taken nor deserialised; and the cloud of frame k is
+assembled while later frames are inferred. On a CPU two workers, each with
 its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
 than one model on two threads (no synchronisation between the cores inside every layer, and
 nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
@@ -66,7 +67,10 @@ except ImportError:  # Humble: the same classes in their former module
         PublisherEventCallbacks,
         SubscriptionEventCallbacks,
     )
+from rclpy.callback_groups import CallbackGroup
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
@@ -80,7 +84,7 @@ from cloudypoints_core.pointcloud import backproject_packed
 from cloudypoints_ros import NODE_NAME
 from cloudypoints_ros import conversions as conv
 from cloudypoints_ros.conversions import CameraInfo, CompressedImage, Image, PointCloud2
-from cloudypoints_ros.mailbox import LatestSlot, StampCache
+from cloudypoints_ros.mailbox import StampCache
 from cloudypoints_ros.qos import CAMERA_INFO_QUEUE_DEPTH, input_qos, output_qos
 from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
 
@@ -342,11 +346,35 @@ class FrameOptions:
 @dataclass(frozen=True)
 class _Job:
     msg: bytes | CompressedImage  # a serialized Image (raw subscription) or a CompressedImage
-    received_s: float  # time.monotonic() at receipt
+    received_s: float  # time.monotonic() when a worker took it
     seq: int  # order of arrival; outputs are published in this order
 
 
 T = TypeVar("T")
+
+#: Seconds a worker waits for an image before it checks again whether the node is closing.
+_PULL_WAIT_S = 0.2
+#: rmw's value for a sequence number the middleware does not provide.
+_SEQUENCE_UNSUPPORTED = 2**64 - 1
+
+
+class _PulledByWorkers(CallbackGroup):
+    """The image subscription's group: the executor never waits on it nor takes its messages.
+
+    The inference workers take images themselves (``DepthNode._pull``), and only when one of
+    them is free, so the images that newest-wins would drop stay in the DDS reader's keep-last
+    queue and are never taken or deserialised. Taken by the executor, each of them cost 1-2 ms
+    of Python (wake-up, take, hand-over) on the cores inference needs, under overload most of
+    the node's own CPU."""
+
+    def can_execute(self, entity: Any) -> bool:
+        return False
+
+    def beginning_execution(self, entity: Any) -> bool:
+        return False
+
+    def ending_execution(self, entity: Any) -> None:
+        pass
 
 
 class _InOrder(Generic[T]):
@@ -533,6 +561,10 @@ BUNDLED_MODEL_NOTE = (
 )
 
 
+def _never_called(msg: Any) -> None:
+    """The image subscription's callback; the executor never runs it (_PulledByWorkers)."""
+
+
 def _is_bundled_model(path: str | None) -> bool:
     """Whether ``path`` (the model_path parameter) names the bundled default package."""
     from cloudypoints_core.inference.package import default_model_path
@@ -581,7 +613,11 @@ class DepthNode(Node):
             raise ConfigError(f"{self.get_name()}: invalid parameters: " + "; ".join(problems))
         self._stats = NodeStats()
         self._throttle = ReasonThrottle(_LOG_THROTTLE_S)
-        self._mailbox: LatestSlot[_Job] = LatestSlot()
+        # The workers take images from the subscription themselves (see _PulledByWorkers);
+        # one at a time, so that the newest is always the one taken.
+        self._pull_lock = threading.Lock()
+        self._pulled_group = _PulledByWorkers()
+        self._last_seq: dict[bytes, int] = {}  # publication sequence number per publisher
         self._infos: StampCache[CameraInfo] = StampCache()
         self._started_s = time.monotonic()
         self._stamps_match = True
@@ -772,19 +808,26 @@ class DepthNode(Node):
         # Without rclpy's default QoS event handlers (see the publishers): _diagnose_input
         # reports an incompatible or silent camera in the log and /diagnostics.
         quiet = SubscriptionEventCallbacks(use_default_callbacks=False)
+        # The callback never runs: the workers take the images (_pull).
         if self._compressed:
             return self.create_subscription(
                 CompressedImage,
                 "image/compressed",
-                self._on_image,
+                _never_called,
                 input_qos(reliable),
+                callback_group=self._pulled_group,
                 event_callbacks=quiet,
             )
-        # Raw: the callback gets the serialized bytes and only frames the worker takes are read
-        # (zero copy, conversions.image_from_cdr). rclpy's deserialisation would copy every
-        # image three times, also those dropped because a newer one arrived.
+        # Raw: a worker gets the serialized bytes and reads them without a copy
+        # (conversions.image_from_cdr); rclpy's deserialisation would copy the image 3 times.
         return self.create_subscription(
-            Image, "image", self._on_image, input_qos(reliable), raw=True, event_callbacks=quiet
+            Image,
+            "image",
+            _never_called,
+            input_qos(reliable),
+            callback_group=self._pulled_group,
+            raw=True,
+            event_callbacks=quiet,
         )
 
     def _match_input_reliability(self) -> None:
@@ -901,11 +944,57 @@ class DepthNode(Node):
         return self._stats
 
     # ------------------------------------------------------------------------------ callbacks
-    def _on_image(self, msg: bytes | CompressedImage) -> None:
-        self._last_image_s = time.monotonic()
-        self._stats.frame_in()
-        if self._mailbox.put(_Job(msg, time.monotonic(), next(self._arrivals))) is not None:
-            self._stats.frames_dropped()
+    def _pull(self, wait_set: Any) -> _Job | None:
+        """The newest image of the subscription, waiting up to _PULL_WAIT_S for one; None if
+        none came. Called by a free worker: images that arrived meanwhile and were superseded
+        in the DDS reader's keep-last queue were never taken (counted as ``skipped`` from the
+        publishers' sequence numbers)."""
+        if not self._pull_lock.acquire(timeout=_PULL_WAIT_S):
+            return None  # another worker is taking the image
+        try:
+            sub = self._image_sub  # re-created by _match_input_reliability
+            taken = None
+            try:
+                # In use until __exit__: the executor may destroy it meanwhile
+                # (_match_input_reliability), and rclpy then defers that until we are done.
+                sub.handle.__enter__()
+            except InvalidHandle:
+                return None  # destroyed by _match_input_reliability an instant ago
+            try:
+                wait_set.clear_entities()
+                wait_set.add_subscription(sub.handle)
+                wait_set.wait(int(_PULL_WAIT_S * 1e9))
+                if sub.handle.pointer not in wait_set.get_ready_entities("subscription"):
+                    return None
+                # The queue keeps the last two: take until empty so the newest is inferred.
+                while (more := sub.handle.take_message(sub.msg_type, sub.raw)) is not None:
+                    if taken is not None:
+                        self._stats.frame_in()
+                        self._stats.frames_dropped()  # superseded before it was read
+                    taken = more
+                    self._count_skipped(more[1])
+            finally:
+                sub.handle.__exit__(None, None, None)
+            if taken is None:
+                return None
+            now = time.monotonic()
+            self._last_image_s = now
+            self._stats.frame_in()
+            return _Job(taken[0], now, next(self._arrivals))
+        finally:
+            self._pull_lock.release()
+
+    def _count_skipped(self, info: Any) -> None:
+        """Count the images of this publisher between the last taken and this one."""
+        seq = info.get("publication_sequence_number")
+        gid = info.get("publisher_gid")
+        if seq is None or seq >= _SEQUENCE_UNSUPPORTED or not gid:
+            return
+        key = bytes(gid.get("data", b""))
+        last = self._last_seq.get(key)
+        self._last_seq[key] = seq
+        if last is not None and seq > last + 1:
+            self._stats.frames_skipped(seq - last - 1)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._infos.add(conv.stamp_to_ns(msg.header.stamp), msg)
@@ -980,13 +1069,24 @@ class DepthNode(Node):
         )
 
     def _infer_loop(self, estimator: Any, worker: int = 0) -> None:
-        while not self._mailbox.closed:
+        context = self.context.handle
+        if context is None:  # already shut down
+            return
+        wait_set = _rclpy.WaitSet(1, 0, 0, 0, 0, 0, context)
+        while not self._closing:
             if not self._gate.may_start(worker):
                 time.sleep(0.05)  # the other workers take the frames meanwhile
                 continue
             if not self._done.wait_for_room(timeout=0.5):
                 continue
-            job = self._mailbox.get(timeout=0.5)
+            try:
+                job = self._pull(wait_set)
+            except Exception as exc:  # e.g. the context shut down under the worker
+                if self._closing:
+                    return
+                self._reject("input_take_failed", f"{type(exc).__name__}: {exc}", error=True)
+                time.sleep(_PULL_WAIT_S)
+                continue
             if job is None:
                 continue
             self._done.start(job.seq)
@@ -1002,6 +1102,8 @@ class DepthNode(Node):
                 # Also for a rejected frame, so that it never holds back later ones.
                 for _ in range(self._done.finish(job.seq, item)):
                     self._stats.frames_dropped()  # superseded by a newer finished frame
+                # The input watchdog counts only time a worker was free to take an image.
+                self._last_image_s = time.monotonic()
 
     def _publish_loop(self) -> None:
         while not self._closing:
@@ -1313,6 +1415,7 @@ class DepthNode(Node):
             ("frames_in", snap.frames_in),
             ("frames_out", snap.frames_out),
             ("dropped", snap.dropped),
+            ("skipped", snap.skipped),
             ("errors", snap.errors_total),
             ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
             ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
@@ -1366,9 +1469,9 @@ class DepthNode(Node):
     def destroy_node(self) -> None:
         """Stop the workers (each finishes its frame), release the model, destroy the node."""
         self._closing = True
-        for box in (getattr(self, "_mailbox", None), getattr(self, "_done", None)):
-            if box is not None:
-                box.close()
+        done = getattr(self, "_done", None)
+        if done is not None:
+            done.close()
         for worker in self._workers:
             if worker is not threading.current_thread():
                 worker.join(timeout=30.0)

@@ -47,6 +47,9 @@ class StatsSnapshot:
     processing_ms: Mapping[str, float] = field(default_factory=dict)
     #: Duration of each worker stage ("infer", "publish"), milliseconds percentiles.
     stages_ms: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: Images a publisher sent that the node never took: superseded in the DDS reader while
+    #: every worker was busy (newest wins before any deserialisation), or lost on the way.
+    skipped: int = 0
 
     @property
     def errors_total(self) -> int:
@@ -95,6 +98,7 @@ class NodeStats:
         self._frames_in = 0
         self._frames_out = 0
         self._dropped = 0
+        self._skipped = 0
         self._errors: collections.Counter[str] = collections.Counter()
         self._warnings: collections.Counter[str] = collections.Counter()
         self._latency_s: collections.deque[float] = collections.deque(maxlen=window)
@@ -113,6 +117,10 @@ class NodeStats:
     def frames_dropped(self, count: int = 1) -> None:
         with self._lock:
             self._dropped += count
+
+    def frames_skipped(self, count: int) -> None:
+        with self._lock:
+            self._skipped += count
 
     def frame_out(self, latency_s: float | None, processing_s: float) -> None:
         with self._lock:
@@ -157,6 +165,7 @@ class NodeStats:
                 latency_ms=percentiles_ms(self._latency_s),
                 processing_ms=percentiles_ms(self._processing_s),
                 stages_ms={k: percentiles_ms(v) for k, v in self._stages_s.items()},
+                skipped=self._skipped,
             )
             self._period_start = now
             self._period_in0 = self._frames_in
