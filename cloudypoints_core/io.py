@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary name in the target's folder, then ``os.replace``.
+"""Atomic file and folder output (write to a temporary name beside the target, then
+``os.replace``) and content hashes of files.
 
 A reader (RViz, a training loop, a second process) therefore sees either the old file or the
 complete new one, never a half-written file, even if the writer crashes or is killed.
@@ -7,12 +8,21 @@ complete new one, never a half-written file, even if the writer crashes or is ki
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_sha256",
+    "staged_folder",
+]
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -74,3 +84,29 @@ def atomic_write_text(
 ) -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8 by default) and return the path."""
     return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new staging folder beside ``out`` to fill; on success it is renamed to ``out``
+    (which must not exist or be an empty folder), on any error it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()  # an empty folder; a non-empty one raises OSError and nothing is lost
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks (weights files are large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -12,11 +12,7 @@ is written to a temporary folder beside ``out`` and renamed when complete.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +22,7 @@ from cloudypoints_core.inference.onnx_meta import embed_spec_in_onnx_model
 from cloudypoints_core.inference.package import SPEC_FILE
 from cloudypoints_core.inference.presets import ImportOptions, Preset
 from cloudypoints_core.inference.spec import ModelSpec
+from cloudypoints_core.io import file_sha256, staged_folder
 
 if TYPE_CHECKING:
     import onnx
@@ -36,6 +33,7 @@ __all__ = [
     "import_onnx",
     "model_card",
     "read_signature",
+    "run_once",
     "write_onnx_package",
 ]
 
@@ -268,14 +266,6 @@ def model_card(preset: Preset, spec: ModelSpec, weights: Path, sha256: str) -> s
     return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_onnx_package(
     model: onnx.ModelProto, spec: ModelSpec, card: str, out: Path, check: bool = True
 ) -> Path:
@@ -285,9 +275,7 @@ def write_onnx_package(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new folder")
     embed_spec_in_onnx_model(model, spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         name = str(spec.onnx_file or "model.onnx")
         # Protobuf cannot serialise 2 GB or more in one message (ViT-g exports): the tensors
         # then go to one external-data file beside the ONNX, which ONNX Runtime reads.
@@ -302,13 +290,7 @@ def write_onnx_package(
         spec.save(staging / SPEC_FILE)
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         if check:
-            _run_once(staging)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            run_once(staging)
     return out
 
 
@@ -325,7 +307,7 @@ def import_onnx(preset: Preset, weights: Path, out: Path, options: ImportOptions
     input_name, output_name, size, multiple = _check(preset, sig, options)
     spec = build_spec(preset, options, input_name, output_name, size, multiple)
     _fix_input_shape(model, input_name, size)
-    card = model_card(preset, spec, weights, _sha256(weights))
+    card = model_card(preset, spec, weights, file_sha256(weights))
     write_onnx_package(model, spec, card, out, options.check)
     log.info(
         "imported %s as %s: input %dx%d, %s, %s",
@@ -339,7 +321,7 @@ def import_onnx(preset: Preset, weights: Path, out: Path, options: ImportOptions
     return out
 
 
-def _run_once(folder: Path) -> None:
+def run_once(folder: Path) -> None:
     """Load the package through ONNX Runtime and run it once (shape and I/O check)."""
     from cloudypoints_core.inference.backends import create_backend
     from cloudypoints_core.inference.package import load_model_package

@@ -12,11 +12,7 @@ package (``spec.yaml``, ``model.onnx`` with the spec in its metadata, ``model.pt
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError, ModelError
 from cloudypoints_core.inference.presets import ImportOptions, Preset
 from cloudypoints_core.inference.spec import ModelSpec
+from cloudypoints_core.io import file_sha256, staged_folder
 
 __all__ = ["PARITY_RTOL", "build_pth_spec", "export_parity", "import_pth"]
 
@@ -97,18 +94,10 @@ def export_parity(model: Any, onnx_path: Path, spec: ModelSpec) -> tuple[float, 
     return worst, worst / peak if peak > 0 else worst
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions) -> Path:
     """Load ``weights`` strictly into the preset's network and write its package to ``out``."""
     from cloudypoints_core.inference.export import export_package
-    from cloudypoints_core.inference.import_onnx import model_card
+    from cloudypoints_core.inference.import_onnx import model_card, run_once
     from cloudypoints_core.models import create_model
     from cloudypoints_core.models.weights import load_checkpoint_state, load_strict
 
@@ -119,9 +108,7 @@ def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions)
     model = create_model(spec.architecture, **dict(spec.arch_config))
     load_strict(model, load_checkpoint_state(weights), str(weights))
     model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         export_package(model, spec, staging)
         diff, rel = export_parity(model, staging / "model.onnx", spec)
         log.info("ONNX Runtime vs PyTorch: max |difference| %.2e (%.2e relative)", diff, rel)
@@ -130,7 +117,7 @@ def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions)
                 f"export parity check failed: ONNX Runtime and PyTorch differ by {diff:.3g} "
                 f"({rel:.3g} of the output range, tolerance {PARITY_RTOL:g})"
             )
-        card = model_card(preset, spec, weights, _sha256(weights))
+        card = model_card(preset, spec, weights, file_sha256(weights))
         card += (
             f"\nExported by CloudyPoints at {spec.input_width}x{spec.input_height} (position "
             f"embedding precomputed for that grid); ONNX Runtime vs PyTorch on two SynthCity "
@@ -138,13 +125,7 @@ def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions)
         )
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         if options.check:
-            _run_once(staging)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            run_once(staging)
     log.info(
         "imported %s as %s: %s %s, input %dx%d, %s",
         weights,
@@ -156,12 +137,3 @@ def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions)
         spec.output_kind,
     )
     return out
-
-
-def _run_once(folder: Path) -> None:
-    """Load the written package through the ONNX Runtime backend and run it once."""
-    from cloudypoints_core.inference.backends import create_backend
-    from cloudypoints_core.inference.package import load_model_package
-
-    backend = create_backend("onnxruntime", load_model_package(folder), "cpu", {"warmup": True})
-    backend.close()

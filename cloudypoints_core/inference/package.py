@@ -10,6 +10,7 @@ from typing import Any
 
 from cloudypoints_core.errors import ModelError
 from cloudypoints_core.inference.spec import ModelSpec
+from cloudypoints_core.io import file_sha256
 
 SPEC_FILE = "spec.yaml"
 #: The bundled default model, shipped inside the Python package so that source checkouts, pip
@@ -89,23 +90,15 @@ class ModelPackage:
         new weights rebuild the engine); for a self-contained file, the file's own sha256."""
         if self.onnx_path is None or not self.onnx_path.is_file():
             raise ModelError(f"model package {self.root} has no ONNX file")
-        digest = _file_sha256(self.onnx_path)
+        digest = file_sha256(self.onnx_path)
         external = self.onnx_external_files()
         if not external:
             return digest
         combined = hashlib.sha256(digest.encode("ascii"))
         for path in external:
             rel = path.relative_to(self.onnx_path.parent).as_posix()
-            combined.update(f"\0{rel}\0{_file_sha256(path)}".encode())
+            combined.update(f"\0{rel}\0{file_sha256(path)}".encode())
         return combined.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_model_package(path: str | os.PathLike[str] | None = None) -> ModelPackage:
