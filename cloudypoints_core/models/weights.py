@@ -30,6 +30,7 @@ __all__ = [
     "deterministic_tensor",
     "load_checkpoint_state",
     "load_strict",
+    "state_dict_mismatch",
 ]
 
 
@@ -55,32 +56,39 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
     return {str(k): v for k, v in obj.items()}
 
 
-def load_strict(model: nn.Module, state: Mapping[str, Any], source: str) -> None:
-    """``load_state_dict(strict=True)`` with a ModelError listing missing / unexpected keys.
+def state_dict_mismatch(model: Any, state: Mapping[str, Any]) -> list[str]:
+    """What keeps ``state`` from loading strictly into ``model``: one phrase per kind (missing
+    keys, unexpected keys, wrong shapes), each listing at most 8 keys; empty when it fits.
 
-    Shapes are compared first so a checkpoint of another encoder size says which keys differ.
+    Shapes are compared too, so a checkpoint of another encoder size says which keys differ.
     """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
     wrong_shape = sorted(
-        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-        for k in set(own) & set(state)
-        if tuple(state[k].shape) != tuple(own[k].shape)
+        f"{k} {given[k]} (expected {own[k]})" for k in set(own) & set(given) if given[k] != own[k]
     )
-    if missing or unexpected or wrong_shape:
 
-        def _head(items: list[str]) -> str:
-            shown = ", ".join(items[:8])
-            return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+    def _head(items: list[str]) -> str:
+        shown = ", ".join(items[:8])
+        return shown + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
 
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_head(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_head(unexpected)}")
-        if wrong_shape:
-            parts.append(f"wrong shapes: {_head(wrong_shape)}")
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_head(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_head(unexpected)}")
+    if wrong_shape:
+        parts.append(f"wrong shapes: {_head(wrong_shape)}")
+    return parts
+
+
+def load_strict(model: nn.Module, state: Mapping[str, Any], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a ModelError listing missing / unexpected keys and
+    wrong shapes (:func:`state_dict_mismatch`)."""
+    parts = state_dict_mismatch(model, state)
+    if parts:
         raise ModelError(
             f"{source} does not fit {type(model).__name__}({model.extra_repr()}): "
             + "; ".join(parts)

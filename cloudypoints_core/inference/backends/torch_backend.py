@@ -19,14 +19,6 @@ from cloudypoints_core.inference.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-#: How many offending keys an error message lists before "...".
-_MAX_LISTED = 8
-
-
-def _listing(items: list[str]) -> str:
-    head = ", ".join(items[:_MAX_LISTED])
-    return head + (f", ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
-
 
 def build_network(spec: ModelSpec, factory: Callable[..., Any] | None = None) -> Any:
     """The spec's network with random weights, from ``factory`` or the models registry."""
@@ -76,23 +68,10 @@ def load_state_dict_file(path: Any) -> dict[str, Any]:
 
 def check_state_dict(network: Any, state: Mapping[str, Any], spec: ModelSpec, source: str) -> None:
     """ModelError listing missing, unexpected and mis-shaped keys against ``network``."""
-    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
-    given = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    mis_shaped = sorted(
-        f"{k} {given[k]} vs {expected[k]}"
-        for k in set(expected) & set(given)
-        if expected[k] != given[k]
-    )
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if mis_shaped:
-            parts.append(f"shape mismatches (file vs network): {_listing(mis_shaped)}")
+    from cloudypoints_core.models.weights import state_dict_mismatch
+
+    parts = state_dict_mismatch(network, state)
+    if parts:
         raise ModelError(
             f"{source} does not fit architecture {spec.architecture!r} with arch_config "
             f"{dict(spec.arch_config)}: " + "; ".join(parts)

@@ -157,10 +157,10 @@ def test_weights_with_other_shapes_than_the_spec_says(
     root = _copy(tiny_package_dir, tmp_path)
     spec_path = root / "spec.yaml"
     spec_path.write_text(spec_path.read_text().replace("channels: 6", "channels: 8"))
-    with pytest.raises(ModelError, match="shape mismatches") as info:
+    with pytest.raises(ModelError, match="wrong shapes") as info:
         create_backend("torch", load_model_package(root), "cpu", {"model_factory": tiny_factory})
     message = str(info.value)
-    assert "encode.weight (6, 3, 3, 3) vs (8, 3, 3, 3)" in message
+    assert "encode.weight (6, 3, 3, 3) (expected (8, 3, 3, 3))" in message
     assert "'channels': 8" in message
 
 
