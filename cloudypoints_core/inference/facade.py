@@ -400,17 +400,9 @@ class DepthEstimator:
             unmasked = depth.copy() if keep_unmasked else None
             apply_valid_range(depth, self.spec.min_depth_m, self.spec.max_depth_m)
             if output_resolution == "input":
-                if placement.crops:  # what the network did not see is unknown: NaN
-                    depth = _uncrop(depth, placement)
-                depth = resize_depth(
-                    depth, intrinsics.width, intrinsics.height, self.interpolation
-                )
+                depth = self._to_camera(depth, placement, intrinsics)
                 if unmasked is not None:
-                    if placement.crops:
-                        unmasked = _uncrop(unmasked, placement)
-                    unmasked = resize_depth(
-                        unmasked, intrinsics.width, intrinsics.height, self.interpolation
-                    )
+                    unmasked = self._to_camera(unmasked, placement, intrinsics)
                 out_intrinsics = intrinsics
             else:
                 out_intrinsics = at_input
@@ -433,6 +425,15 @@ class DepthEstimator:
             scale_fit=fit,
             depth_unmasked_m=unmasked,
         )
+
+    def _to_camera(
+        self, depth: npt.NDArray[np.float32], placement: InputFit, intrinsics: Intrinsics
+    ) -> npt.NDArray[np.float32]:
+        """Depth on the network's (un-padded) grid brought back to the camera image: what the
+        fit cropped away is unknown (NaN), then resized to the camera's size."""
+        if placement.crops:
+            depth = _uncrop(depth, placement)
+        return resize_depth(depth, intrinsics.width, intrinsics.height, self.interpolation)
 
     def _apply_masks(self, outputs: Mapping[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
         """The primary output (a new array) with NaN where a mask output (e.g. sky) says the
