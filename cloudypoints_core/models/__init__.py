@@ -15,6 +15,9 @@ ONNX opset 17 and TensorRT 10 handle well. Registered networks (cost tables in
 - ``depth_anything_v2``: Depth Anything V2 (:mod:`cloudypoints_core.models.depth_anything_v2`),
   a DINOv2 ViT-S/B/L encoder and a DPT head, relative inverse depth or metric depth
   (``sigmoid * max_depth``); loads the official checkpoints. Small: 24.8 M parameters.
+- ``midas_small``: MiDaS v2.1 small (:mod:`cloudypoints_core.models.midas_small`), an
+  EfficientNet-Lite3 encoder and a RefineNet-style decoder, non-negative relative inverse depth
+  (scale and shift unknown); the released ``midas_v21_small_256.pt`` key layout, 21.3 M parameters.
 
 torch is imported lazily (on the first ``create_model`` or ``count_flops``), so importing this
 package is cheap.
@@ -168,4 +171,10 @@ register_model(
     "cloudypoints_core.models.depth_anything_v2:DepthAnythingV2",
     "Depth Anything V2 (DINOv2 ViT-S/B/L + DPT head; relative or metric); official checkpoints",
     input_multiple=14,
+)
+register_model(
+    "midas_small",
+    "cloudypoints_core.models.midas_small:MidasNetSmall",
+    "MiDaS v2.1 small (EfficientNet-Lite3 + RefineNet decoder; relative inverse depth); "
+    "official checkpoint layout",
 )

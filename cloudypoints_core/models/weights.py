@@ -97,7 +97,7 @@ def load_strict(model: nn.Module, state: Mapping[str, Any], source: str) -> None
 
 
 # ------------------------------------------------------------------- deterministic weights
-def deterministic_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+def deterministic_tensor(name: str, shape: tuple[int, ...], gain: bool = False) -> torch.Tensor:
     """A float32 tensor computed from a parameter's ``name`` and ``shape`` only.
 
     The rule (documented beside the parity fixture, recomputable by any implementation):
@@ -107,7 +107,9 @@ def deterministic_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
 
     - ends with ``pos_embed``, ``cls_token`` or ``mask_token``: 0.02 * u
     - ends with ``.gamma`` (layer scale): 0.1 + 0.05 * u
-    - 1-D ``...norm...weight`` (LayerNorm gains): 1 + 0.1 * u
+    - 1-D ``...norm...weight`` (LayerNorm gains), any ``gain`` (a normalisation layer's weight
+      whose name does not say so, e.g. BatchNorm in ``nn.Sequential``) and ``running_var``
+      (BatchNorm variances, which must be positive): 1 + 0.1 * u
     - other 1-D (biases): 0.02 * u
     - >= 2-D (Linear / Conv weights): u * sqrt(3 / fan), fan = numel / shape[0] (unit-variance
       outputs for unit-variance inputs, so deep stacks stay numerically sane)
@@ -119,6 +121,8 @@ def deterministic_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
         return 0.02 * u
     if name.endswith(".gamma"):
         return 0.1 + 0.05 * u
+    if gain or name.endswith("running_var"):
+        return 1.0 + 0.1 * u
     if len(shape) <= 1:
         if "norm" in name and name.endswith(".weight"):
             return 1.0 + 0.1 * u
@@ -130,12 +134,21 @@ def deterministic_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
 def deterministic_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model``'s state dict with every float entry replaced by :func:`deterministic_tensor`.
 
-    Integer buffers (BatchNorm step counters) are kept. Load the result with ``strict=True``.
+    Integer buffers (BatchNorm step counters) are kept. The weights of normalisation layers
+    (BatchNorm, LayerNorm, GroupNorm) get the gain rule whatever their name. Load the result with
+    ``strict=True``.
     """
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    gains = {
+        f"{name}.weight" if name else "weight"
+        for name, module in model.named_modules()
+        if isinstance(module, norm_types)
+    }
     out: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         if value.is_floating_point():
-            out[key] = deterministic_tensor(key, tuple(value.shape)).to(value.dtype)
+            tensor = deterministic_tensor(key, tuple(value.shape), gain=key in gains)
+            out[key] = tensor.to(value.dtype)
         else:
             out[key] = value.detach().clone()
     return out
