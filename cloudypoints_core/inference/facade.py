@@ -190,11 +190,26 @@ def resize_depth(
     pair = np.empty(depth.shape + (2,), dtype=np.float32)
     np.copyto(pair[..., 0], np.where(valid, inverse, np.float32(0.0)))
     np.copyto(pair[..., 1], valid)
-    resized = cv2.resize(pair, (width, height), interpolation=flag)
+    # The interpolated pair is scratch: written into a per-thread buffer that is reused while
+    # the size stays (a fresh 2-channel camera-sized array per frame costs its page faults).
+    resized = cv2.resize(
+        pair, (width, height), dst=_pair_buffer(height, width), interpolation=flag
+    )
     good = resized[..., 1] >= _FULL_WEIGHT
     out = np.full((height, width), np.nan, dtype=np.float32)
     np.divide(np.float32(1.0), resized[..., 0], out=out, where=good)
     return out
+
+
+_SCRATCH = threading.local()
+
+
+def _pair_buffer(height: int, width: int) -> npt.NDArray[np.float32]:
+    """This thread's (height, width, 2) float32 scratch buffer (reallocated on a new size)."""
+    buf: npt.NDArray[np.float32] | None = getattr(_SCRATCH, "pair", None)
+    if buf is None or buf.shape != (height, width, 2):
+        buf = _SCRATCH.pair = np.empty((height, width, 2), dtype=np.float32)
+    return buf
 
 
 def _is_number(value: object) -> TypeGuard[int | float | np.integer[Any] | np.floating[Any]]:
