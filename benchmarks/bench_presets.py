@@ -17,6 +17,9 @@ deterministic or random weights (timing does not depend on them), is imported wi
 - ``keep_aspect_crop``: no preset uses it, so the Depth Anything V2 relative stand-in is also
   imported under a bench-only copy of its preset with ``resize_policy: keep_aspect_crop``
   (row ``depth-anything-v2-relative`` with policy ``keep_aspect_crop``).
+- ``MiDaS small+sky``: the same MiDaS network whose output is 0 on the top third of the image
+  (infinitely far, as MiDaS says of the sky): the depth has invalid pixels, so the resize back to
+  the camera takes its NaN-aware path (a second, validity channel), as with a real street image.
 
 Then ``DepthEstimator.predict`` (fitting by the preset's policy: stretch, letterbox, crop, lower
 bound; normalisation; network; un-padding; focal rule or fixed scale; range; resize back to the
@@ -71,15 +74,24 @@ CROP_PRESET = "depth-anything-v2-relative@crop"
 _CROP_BASE = "depth-anything-v2-relative"
 
 
-def _register_crop_preset() -> None:
+#: Bench-only preset: MiDaS small whose output is 0 (infinitely far: sky) on the top third.
+SKY_PRESET = "midas-v21-small@sky"
+SKY_SHARE = 1.0 / 3.0
+
+
+def _register_bench_presets() -> None:
     base = PRESETS[_CROP_BASE]
     fields = {**base.spec_fields, "resize_policy": "keep_aspect_crop"}
     register_preset(replace(base, name=CROP_PRESET, spec_fields=fields))
+    register_preset(replace(PRESETS["midas-v21-small"], name=SKY_PRESET))
 
 
-def midas_small_onnx(path: Path, width: int, height: int, names: tuple[str, str]) -> Path:
+def midas_small_onnx(
+    path: Path, width: int, height: int, names: tuple[str, str], sky_share: float = 0.0
+) -> Path:
     """The real MiDaS v2.1 small network (deterministic weights) as the release exports it:
-    RGB / 255 in, ImageNet normalisation inside the graph, (1, H, W) relative inverse depth out."""
+    RGB / 255 in, ImageNet normalisation inside the graph, (1, H, W) relative inverse depth out;
+    with ``sky_share`` the top rows output 0 (infinitely far: invalid depth, as sky is)."""
     import torch
 
     from cloudypoints_core.models.midas_small import MidasNetSmall
@@ -103,10 +115,12 @@ def midas_small_onnx(path: Path, width: int, height: int, names: tuple[str, str]
             # Plain tensors, traced as constants of the graph.
             self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
             self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            self.keep = torch.ones(1, height, width)
+            self.keep[:, : int(round(sky_share * height))] = 0.0
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out: torch.Tensor = self.net((x - self.mean) / self.std)
-            return out.squeeze(1)
+            return out.squeeze(1) * self.keep if sky_share else out.squeeze(1)
 
     with torch.no_grad():
         torch.onnx.export(
@@ -129,8 +143,10 @@ def stand_in_onnx(path: Path, preset_name: str) -> tuple[Path, str]:
 
     width, height = PRESETS[preset_name].default_input_size
     input_name, output_name, sky = SIGNATURES[preset_name.split("@")[0]]
-    if preset_name == "midas-v21-small":
-        return midas_small_onnx(path, width, height, (input_name, output_name)), "MiDaS small"
+    if preset_name in ("midas-v21-small", SKY_PRESET):
+        share = SKY_SHARE if preset_name == SKY_PRESET else 0.0
+        label = "MiDaS small+sky" if share else "MiDaS small"
+        return midas_small_onnx(path, width, height, (input_name, output_name), share), label
 
     class Block(nn.Module):
         """Pre-norm transformer block (attention + MLP x4), written out so it exports."""
@@ -261,10 +277,12 @@ def main() -> int:
         action="store_true",
         help="let ONNX Runtime threads spin between runs (default off, as in the node)",
     )
-    parser.add_argument("--presets", nargs="*", default=[*sorted(SIGNATURES), CROP_PRESET])
+    parser.add_argument(
+        "--presets", nargs="*", default=[*sorted(SIGNATURES), CROP_PRESET, SKY_PRESET]
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    _register_crop_preset()
+    _register_bench_presets()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in tqdm(args.presets, desc="presets", unit="preset"):
