@@ -66,9 +66,26 @@ def available() -> bool:
 # The flags are closed over, so numba compiles them as constants: each variant has no branch
 # on them in its loop (about 1.5x faster than testing them per pixel).
 @functools.cache
-def _count_kernel(lo_inclusive: bool, hi_inclusive: bool, use_rays: bool) -> Callable[..., int]:
+def _keeps(lo_inclusive: bool, hi_inclusive: bool, use_rays: bool) -> Callable[..., bool]:
+    """Whether pixel (i, j) gives a point: the same two comparisons as geometry._Views.valid
+    (NaN fails both, +inf the upper one, zero or negative depth the lower one), and a ray."""
     numba = _numba()
     assert numba is not None  # only reached through available()
+
+    @numba.njit(nogil=True, boundscheck=False, cache=False, inline="always")
+    def keeps(z: Any, lo: Any, hi: Any, ray_ok: Any, i: int, j: int) -> bool:
+        low_ok = z >= lo if lo_inclusive else z > lo
+        high_ok = z <= hi if hi_inclusive else z < hi
+        return low_ok and high_ok and (not use_rays or ray_ok[i, j])
+
+    return keeps
+
+
+@functools.cache
+def _count_kernel(lo_inclusive: bool, hi_inclusive: bool, use_rays: bool) -> Callable[..., int]:
+    numba = _numba()
+    assert numba is not None
+    keeps = _keeps(lo_inclusive, hi_inclusive, use_rays)
 
     @numba.njit(nogil=True, boundscheck=False, cache=False)
     def count(depth: Any, ray_ok: Any, lo: Any, hi: Any) -> int:
@@ -76,22 +93,8 @@ def _count_kernel(lo_inclusive: bool, hi_inclusive: bool, use_rays: bool) -> Cal
         n = 0
         for i in range(height):
             for j in range(width):
-                z = depth[i, j]
-                # The same two comparisons as geometry._Views.valid: NaN fails both, +inf the
-                # upper one, zero or negative depth the lower one.
-                if lo_inclusive:
-                    if not z >= lo:
-                        continue
-                elif not z > lo:
-                    continue
-                if hi_inclusive:
-                    if not z <= hi:
-                        continue
-                elif not z < hi:
-                    continue
-                if use_rays and not ray_ok[i, j]:
-                    continue
-                n += 1
+                if keeps(depth[i, j], lo, hi, ray_ok, i, j):
+                    n += 1
         return n
 
     return count
@@ -102,7 +105,8 @@ def _fill_kernel(
     lo_inclusive: bool, hi_inclusive: bool, use_rays: bool, use_rgb: bool
 ) -> Callable[..., int]:
     numba = _numba()
-    assert numba is not None  # only reached through available()
+    assert numba is not None
+    keeps = _keeps(lo_inclusive, hi_inclusive, use_rays)
 
     @numba.njit(nogil=True, boundscheck=False, cache=False)
     def fill(
@@ -122,17 +126,7 @@ def _fill_kernel(
         for i in range(height):
             for j in range(width):
                 z = depth[i, j]
-                if lo_inclusive:
-                    if not z >= lo:
-                        continue
-                elif not z > lo:
-                    continue
-                if hi_inclusive:
-                    if not z <= hi:
-                        continue
-                elif not z < hi:
-                    continue
-                if use_rays and not ray_ok[i, j]:
+                if not keeps(z, lo, hi, ray_ok, i, j):
                     continue
                 if n == capacity:  # the caller counted fewer: report, never write past
                     return -1
