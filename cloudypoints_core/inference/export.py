@@ -147,18 +147,12 @@ def export_package(
 
 def load_torch_model(spec: ModelSpec, weights_path: str | Path) -> torch.nn.Module:
     """The spec's network with the state dict at ``weights_path`` loaded strictly, in eval mode."""
-    torch = require("torch", "loading a torch model")
+    require("torch", "loading a torch model")
     from cloudypoints_core.models import create_model
+    from cloudypoints_core.models.weights import load_checkpoint_state
 
     model = create_model(spec.architecture, **dict(spec.arch_config))
-    try:
-        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"weights file {weights_path} does not exist") from exc
-    except Exception as exc:  # pickle/zip errors of corrupt files
-        raise ModelError(f"weights file {weights_path} cannot be read: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ModelError(f"weights file {weights_path} must hold a state dict, got {type(state)}")
+    state = load_checkpoint_state(weights_path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
