@@ -76,7 +76,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
-from cloudypoints_core.errors import CloudyPointsError, ConfigError, ScaleError
+from cloudypoints_core.errors import CloudyPointsError, ConfigError, InputError, ScaleError
 from cloudypoints_core.geometry import Intrinsics, resize_image
 from cloudypoints_core.image import colorize_depth
 from cloudypoints_core.inference.scale import ScaleFit, mounting_from_transform
@@ -312,7 +312,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "scale.ground_frame",
         "",
         "TF frame on the road under the camera (e.g. base_footprint): camera height and pitch "
-        "are read from TF per frame instead of the parameters (needs tf2_ros); empty = off",
+        "are read from TF per frame instead of the parameters, which (if set) remain the "
+        "fallback when the lookup fails (needs tf2_ros); empty = off",
         startup_only=True,
     ),
     ParamSpec(
@@ -638,6 +639,11 @@ class DepthNode(Node):
         self._last_scale: tuple[str, float, float, ScaleFit | None] | None = None
         self._tf_buffer: Any | None = None
         self._tf_listener: Any | None = None
+        # What a failed TF lookup raises: tf2's TransformException family (set with the
+        # buffer) and the core's InputError for a transform that is no camera mounting.
+        self._tf_errors: tuple[type[BaseException], ...] = (InputError,)
+        # (source, camera height m or None, pitch rad) of the last frame, for /diagnostics.
+        self._last_mounting: tuple[str, float | None, float] | None = None
         if self._ground_frame and self._output_kind != "metric_depth":
             self._start_tf()
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
@@ -789,29 +795,43 @@ class DepthNode(Node):
             ) from exc
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        self._tf_errors = (tf2_ros.TransformException, InputError)
 
     def _mounting(self, frame_id: str, opts: FrameOptions) -> tuple[float | None, float]:
         """(camera height m or None, pitch rad) for a frame: TF when scale.ground_frame is set
-        (the parameters when the lookup fails), else the parameters. Untested here: tf2_ros
-        cannot be installed from PyPI; mounting_from_transform is tested in the core."""
+        (the parameters when the lookup fails), else the parameters.
+
+        ``lookup_transform(ground_frame, frame_id)`` is the transform that maps points from the
+        image's frame into the ground frame, i.e. the camera's pose in the ground frame: its
+        translation's z is the camera height above the ground frame's origin. The latest
+        transform (time 0) without waiting: a mounting changes slowly, and a worker blocked on
+        TF would stall the pipeline.
+        """
         height = opts.camera_height_m if opts.camera_height_m > 0 else None
         pitch = opts.camera_pitch_rad
-        if self._tf_buffer is None:
-            return height, pitch
-        try:
+        source = "parameters" if height is not None else "none"
+        if self._tf_buffer is not None:
             from rclpy.time import Time
 
-            tf = self._tf_buffer.lookup_transform(self._ground_frame, frame_id, Time())
-            t, q = tf.transform.translation, tf.transform.rotation
-            mount = mounting_from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
-        except Exception as exc:  # tf2 raises several exception types; each means "no TF now"
-            self._degraded(
-                "no_ground_transform",
-                f"no usable transform {self._ground_frame} -> {frame_id} ({exc}); using the "
-                "scale.camera_* parameters or the last good scale",
-            )
-            return height, pitch
-        return mount.height_m, mount.pitch_rad
+            try:
+                tf = self._tf_buffer.lookup_transform(self._ground_frame, frame_id, Time())
+                t, q = tf.transform.translation, tf.transform.rotation
+                mount = mounting_from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+            except self._tf_errors as exc:
+                self._degraded(
+                    "no_ground_transform",
+                    f"no usable transform {self._ground_frame} -> {frame_id} ({exc}); using "
+                    + (
+                        "the scale.camera_* parameters"
+                        if height is not None
+                        else "the last good scale fit (or scale.fixed)"
+                    ),
+                )
+            else:
+                height, pitch = mount.height_m, mount.pitch_rad
+                source = f"tf {self._ground_frame} -> {frame_id}"
+        self._last_mounting = (source, height, pitch)
+        return height, pitch
 
     def _subscribe_images(self, reliable: bool) -> Any:
         self._input_reliable = reliable
@@ -1495,6 +1515,14 @@ class DepthNode(Node):
                     ("scale.fit_ok", str(fit.ok).lower()),
                 ]
         if self._output_kind != "metric_depth":
+            mounting = self._last_mounting
+            if mounting is not None:
+                source, height, pitch = mounting
+                values += [
+                    ("scale.mounting", source),
+                    ("scale.camera_height_m", "none" if height is None else f"{height:.4f}"),
+                    ("scale.camera_pitch_rad", f"{pitch:.5f}"),
+                ]
             state = self._scale_tracker.state
             values += [
                 ("scale.fits", state.fits),
