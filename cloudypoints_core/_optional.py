@@ -18,6 +18,7 @@ _HINTS = {
     "mlflow": "pip install mlflow-skinny",
     "tqdm": "pip install tqdm",
     "yaml": "pip install PyYAML",
+    "numba": "pip install numba (or apt install python3-numba)",
 }
 
 

@@ -19,6 +19,8 @@ returns, nothing refers to the Python buffer any more.
 from __future__ import annotations
 
 import array
+import ctypes
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +43,11 @@ from cloudypoints_core.pointcloud import PackedCloud, PointFieldSpec
 
 __all__ = [
     "camera_info_msg",
+    "CloudWriter",
+    "raw_publishing_works",
+    "serialized_depth_image",
+    "serialized_image",
+    "serialized_image_msg",
     "camera_info_to_intrinsics",
     "classify_image_error",
     "cloud_msg",
@@ -398,4 +405,229 @@ def packed_cloud_from_msg(msg: Any) -> PackedCloud:
         row_step=int(msg.row_step),
         is_dense=bool(msg.is_dense),
         is_bigendian=bool(msg.is_bigendian),
+    )
+
+
+# ------------------------------------------------------------------------------ serialized output
+# Publishing a message costs rclpy two passes over its data before DDS sees it: the Python
+# message is converted into its C struct (a memcpy of ``data``) and that struct is serialised
+# (another). ``Publisher.publish`` also takes the serialized bytes themselves (``publish_raw``:
+# one copy into DDS). The writers below produce those bytes directly, in the layout rclpy's own
+# serialiser produces (little-endian XCDR1, encapsulation 0x0001, alignment counted from the
+# byte after the 4-byte header), and hand out a writeable view of the ``data`` field so that
+# the pixels or points are written once, in their final place. :func:`raw_publishing_works`
+# checks the layout against the middleware's deserialiser once per process; the node falls back
+# to message objects when it does not hold.
+
+_PyBytes_FromStringAndSize = ctypes.pythonapi.PyBytes_FromStringAndSize
+_PyBytes_FromStringAndSize.restype = ctypes.py_object
+_PyBytes_FromStringAndSize.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+_PyBytes_AsString = ctypes.pythonapi.PyBytes_AsString
+_PyBytes_AsString.restype = ctypes.c_void_p
+_PyBytes_AsString.argtypes = (ctypes.py_object,)
+
+_XCDR1_LE = b"\x00\x01\x00\x00"
+
+
+def _new_bytes(size: int) -> tuple[bytes, npt.NDArray[np.uint8]]:
+    """A new ``bytes`` of ``size`` (> 1) uninitialised bytes and a writeable numpy view of it.
+
+    CPython's C API allows exactly this: a bytes object made by ``PyBytes_FromStringAndSize``
+    with a NULL source may be filled through ``PyBytes_AsString`` before anyone else sees it
+    (sizes 0 and 1 may be shared singletons, so they are refused). The view keeps the object
+    alive; fill it, then publish the object and drop the view.
+    """
+    if size < 2:
+        raise InputError(f"a serialized message has at least 4 bytes, asked for {size}")
+    blob = _PyBytes_FromStringAndSize(None, size)
+    window = (ctypes.c_uint8 * size).from_address(_PyBytes_AsString(blob))
+    window._owner = blob  # type: ignore[attr-defined]  # the view's base keeps the bytes alive
+    view: npt.NDArray[np.uint8] = np.ctypeslib.as_array(window)
+    return blob, view
+
+
+class _CdrWriter:
+    """The fixed-size part of a message in XCDR1 little-endian, with the offsets of the
+    fields that are filled in later."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(_XCDR1_LE)
+
+    def _align4(self) -> None:
+        self.buf += bytes(-(len(self.buf) - 4) % 4)
+
+    def u32(self, value: int) -> int:
+        """Append an unsigned 32-bit integer; returns its offset."""
+        self._align4()
+        offset = len(self.buf)
+        self.buf += struct.pack("<I", value)
+        return offset
+
+    def i32(self, value: int) -> None:
+        self._align4()
+        self.buf += struct.pack("<i", value)
+
+    def u8(self, value: int) -> int:
+        offset = len(self.buf)
+        self.buf.append(value & 0xFF)
+        return offset
+
+    def string(self, text: str) -> None:
+        encoded = text.encode("utf-8") + b"\x00"
+        self.u32(len(encoded))
+        self.buf += encoded
+
+    def header(self, header: HeaderLike) -> None:
+        self.i32(int(header.stamp.sec))
+        self.u32(int(header.stamp.nanosec))
+        self.string(str(header.frame_id))
+
+
+def serialized_image(
+    header: HeaderLike,
+    height: int,
+    width: int,
+    encoding: str,
+    step: int,
+    is_bigendian: bool = False,
+) -> tuple[bytes, npt.NDArray[np.uint8]]:
+    """A serialized sensor_msgs/Image and a writeable view of its ``step * height`` data bytes
+    (uninitialised: the caller fills every byte before publishing)."""
+    w = _CdrWriter()
+    w.header(header)
+    w.u32(height)
+    w.u32(width)
+    w.string(encoding)
+    w.u8(int(is_bigendian))
+    w.u32(step)
+    nbytes = step * height
+    w.u32(nbytes)
+    blob, view = _new_bytes(len(w.buf) + nbytes)
+    view[: len(w.buf)] = np.frombuffer(w.buf, dtype=np.uint8)
+    return blob, view[len(w.buf) :]
+
+
+def serialized_image_msg(array_: npt.NDArray[Any], encoding: str, header: HeaderLike) -> bytes:
+    """:func:`image_msg` as serialized bytes: the pixels are copied once, into them."""
+    fields = numpy_to_image_fields(array_, encoding, copy=False)
+    blob, data = serialized_image(
+        header,
+        fields["height"],
+        fields["width"],
+        fields["encoding"],
+        fields["step"],
+        bool(fields["is_bigendian"]),
+    )
+    np.copyto(data, np.ascontiguousarray(fields["data"]).reshape(-1).view(np.uint8))
+    return blob
+
+
+def serialized_depth_image(depth_m: npt.NDArray[np.float32], header: HeaderLike) -> bytes:
+    """:func:`depth_image_msg` as serialized bytes."""
+    if depth_m.dtype != np.float32:
+        raise InputError(f"depth must be float32 metres, got dtype {depth_m.dtype}")
+    return serialized_image_msg(depth_m, "32FC1", header)
+
+
+class CloudWriter:
+    """A serialized sensor_msgs/PointCloud2 whose ``data`` the core writes in place.
+
+    ``allocate`` is a :data:`cloudypoints_core.pointcloud.Allocator`: pass it as ``out`` to
+    ``backproject_packed`` (or ``pack_points``), which asks once for exactly the cloud's bytes;
+    :meth:`finish` then writes the fields only known afterwards (size, density) and returns the
+    bytes to publish. One writer per message.
+    """
+
+    def __init__(self, header: HeaderLike, fields: tuple[PointFieldSpec, ...]) -> None:
+        w = _CdrWriter()
+        w.header(header)
+        self._height_at = w.u32(0)
+        self._width_at = w.u32(0)
+        w.u32(len(fields))
+        for f in fields:
+            w.string(f.name)
+            w.u32(f.offset)
+            w.u8(f.datatype)
+            w.u32(f.count)
+        self._bigendian_at = w.u8(0)
+        self._point_step_at = w.u32(0)
+        self._row_step_at = w.u32(0)
+        self._size_at = w.u32(0)
+        self._prefix = bytes(w.buf)
+        self._fields = fields
+        self._blob: bytes | None = None
+        self._view: npt.NDArray[np.uint8] | None = None
+
+    def allocate(self, nbytes: int) -> npt.NDArray[np.uint8]:
+        """A writeable view of the message's ``data`` field, ``nbytes`` long."""
+        if self._blob is not None:
+            raise InputError("CloudWriter.allocate called twice: use one writer per message")
+        prefix = len(self._prefix)
+        blob, view = _new_bytes(prefix + nbytes + 1)  # + is_dense
+        view[:prefix] = np.frombuffer(self._prefix, dtype=np.uint8)
+        self._blob, self._view = blob, view
+        return view[prefix : prefix + nbytes]
+
+    def finish(self, packed: PackedCloud) -> bytes:
+        """The serialized message of ``packed``, which must have been written into
+        :meth:`allocate`'s view."""
+        blob, view = self._blob, self._view
+        if blob is None or view is None:
+            raise InputError("CloudWriter.finish before allocate: nothing was written")
+        prefix = len(self._prefix)
+        nbytes = packed.row_step * packed.height
+        data = packed.data
+        if (
+            packed.fields != self._fields
+            or nbytes != len(blob) - prefix - 1
+            or data.__array_interface__["data"][0] != view[prefix:].__array_interface__["data"][0]
+        ):
+            raise InputError(
+                "the packed cloud was not written into this CloudWriter's buffer (or its fields "
+                "differ); use cloud_msg for other clouds"
+            )
+        put, raw = struct.pack_into, view.data
+        put("<I", raw, self._height_at, packed.height)
+        put("<I", raw, self._width_at, packed.width)
+        view[self._bigendian_at] = int(packed.is_bigendian)
+        put("<I", raw, self._point_step_at, packed.point_step)
+        put("<I", raw, self._row_step_at, packed.row_step)
+        put("<I", raw, self._size_at, nbytes)
+        view[-1] = int(packed.is_dense)
+        self._blob = self._view = None
+        return blob
+
+
+@functools.lru_cache(maxsize=1)
+def raw_publishing_works() -> bool:
+    """Whether the serialized messages written here read back through the middleware's own
+    deserialiser as the messages they stand for (checked once per process)."""
+    from rclpy.serialization import deserialize_message
+
+    from cloudypoints_core.pointcloud import XYZRGB_FIELDS, pack_points
+
+    header = Header()
+    header.stamp.sec, header.stamp.nanosec, header.frame_id = 1_700_000_000, 123_456_789, "cam_é"
+    try:
+        depth = np.array([[1.5, np.nan, 3.0]], dtype=np.float32)
+        image = deserialize_message(serialized_depth_image(depth, header), Image)
+        xyz = np.arange(6, dtype=np.float32).reshape(2, 3)
+        rgb = np.array([[1, 2, 3], [250, 251, 252]], dtype=np.uint8)
+        writer = CloudWriter(header, XYZRGB_FIELDS)
+        packed = pack_points(xyz, rgb, out=writer.allocate)
+        cloud = deserialize_message(writer.finish(packed), PointCloud2)
+    except Exception:  # any failure means: do not publish raw bytes
+        return False
+    return bool(
+        image.header == header
+        and (image.height, image.width, image.encoding, image.step) == (1, 3, "32FC1", 12)
+        and image.is_bigendian == 0
+        and bytes(image.data) == depth.tobytes()
+        and cloud.header == header
+        and (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (1, 2, 16, 32)
+        and [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields]
+        == [(f.name, f.offset, f.datatype, f.count) for f in XYZRGB_FIELDS]
+        and bool(cloud.is_dense)
+        and not cloud.is_bigendian
+        and bytes(cloud.data) == packed.data.tobytes()
     )

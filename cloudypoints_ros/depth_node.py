@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import rclpy
 import rclpy.exceptions
 import rclpy.logging
@@ -75,12 +76,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
-from cloudypoints_core.errors import CloudyPointsError, ConfigError, ScaleError
+from cloudypoints_core.errors import CloudyPointsError, ConfigError, InputError, ScaleError
 from cloudypoints_core.geometry import Intrinsics, resize_image
 from cloudypoints_core.image import colorize_depth
 from cloudypoints_core.inference.scale import ScaleFit, mounting_from_transform
 from cloudypoints_core.inference.scale_tracker import ScaleTracker
-from cloudypoints_core.pointcloud import backproject_packed
+from cloudypoints_core.pointcloud import XYZ_FIELDS, XYZRGB_FIELDS, backproject_packed
 from cloudypoints_ros import NODE_NAME
 from cloudypoints_ros import conversions as conv
 from cloudypoints_ros.conversions import CameraInfo, CompressedImage, Image, PointCloud2
@@ -311,7 +312,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "scale.ground_frame",
         "",
         "TF frame on the road under the camera (e.g. base_footprint): camera height and pitch "
-        "are read from TF per frame instead of the parameters (needs tf2_ros); empty = off",
+        "are read from TF per frame instead of the parameters, which (if set) remain the "
+        "fallback when the lookup fails (needs tf2_ros); empty = off",
         startup_only=True,
     ),
     ParamSpec(
@@ -637,10 +639,16 @@ class DepthNode(Node):
         self._last_scale: tuple[str, float, float, ScaleFit | None] | None = None
         self._tf_buffer: Any | None = None
         self._tf_listener: Any | None = None
+        # What a failed TF lookup raises: tf2's TransformException family (set with the
+        # buffer) and the core's InputError for a transform that is no camera mounting.
+        self._tf_errors: tuple[type[BaseException], ...] = (InputError,)
+        # (source, camera height m or None, pitch rad) of the last frame, for /diagnostics.
+        self._last_mounting: tuple[str, float | None, float] | None = None
         if self._ground_frame and self._output_kind != "metric_depth":
             self._start_tf()
         self._estimators = [estimator] if estimator is not None else self._load_estimators(startup)
         self._estimator = self._estimators[0]
+        self._warm_up_cloud()
         self._done: _InOrder[_Inferred] = _InOrder()
         self._gate = _WorkerGate()
         self._arrivals = itertools.count()
@@ -648,6 +656,14 @@ class DepthNode(Node):
         # The data of the last message of each output, reused for the next (publish thread
         # only; see conversions.MessageBuffer).
         self._buffers = {name: conv.MessageBuffer() for name in ("depth", "cloud", "colormap")}
+        # Images and clouds go out as bytes serialized here (one copy fewer for rclpy, see
+        # conversions), unless the middleware does not read them back as written.
+        self._raw_out = conv.raw_publishing_works()
+        if not self._raw_out:
+            self.get_logger().info(
+                "publishing message objects: this middleware does not read the serialized "
+                "form written by cloudypoints_ros.conversions"
+            )
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
@@ -779,29 +795,43 @@ class DepthNode(Node):
             ) from exc
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        self._tf_errors = (tf2_ros.TransformException, InputError)
 
     def _mounting(self, frame_id: str, opts: FrameOptions) -> tuple[float | None, float]:
         """(camera height m or None, pitch rad) for a frame: TF when scale.ground_frame is set
-        (the parameters when the lookup fails), else the parameters. Untested here: tf2_ros
-        cannot be installed from PyPI; mounting_from_transform is tested in the core."""
+        (the parameters when the lookup fails), else the parameters.
+
+        ``lookup_transform(ground_frame, frame_id)`` is the transform that maps points from the
+        image's frame into the ground frame, i.e. the camera's pose in the ground frame: its
+        translation's z is the camera height above the ground frame's origin. The latest
+        transform (time 0) without waiting: a mounting changes slowly, and a worker blocked on
+        TF would stall the pipeline.
+        """
         height = opts.camera_height_m if opts.camera_height_m > 0 else None
         pitch = opts.camera_pitch_rad
-        if self._tf_buffer is None:
-            return height, pitch
-        try:
+        source = "parameters" if height is not None else "none"
+        if self._tf_buffer is not None:
             from rclpy.time import Time
 
-            tf = self._tf_buffer.lookup_transform(self._ground_frame, frame_id, Time())
-            t, q = tf.transform.translation, tf.transform.rotation
-            mount = mounting_from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
-        except Exception as exc:  # tf2 raises several exception types; each means "no TF now"
-            self._degraded(
-                "no_ground_transform",
-                f"no usable transform {self._ground_frame} -> {frame_id} ({exc}); using the "
-                "scale.camera_* parameters or the last good scale",
-            )
-            return height, pitch
-        return mount.height_m, mount.pitch_rad
+            try:
+                tf = self._tf_buffer.lookup_transform(self._ground_frame, frame_id, Time())
+                t, q = tf.transform.translation, tf.transform.rotation
+                mount = mounting_from_transform((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+            except self._tf_errors as exc:
+                self._degraded(
+                    "no_ground_transform",
+                    f"no usable transform {self._ground_frame} -> {frame_id} ({exc}); using "
+                    + (
+                        "the scale.camera_* parameters"
+                        if height is not None
+                        else "the last good scale fit (or scale.fixed)"
+                    ),
+                )
+            else:
+                height, pitch = mount.height_m, mount.pitch_rad
+                source = f"tf {self._ground_frame} -> {frame_id}"
+        self._last_mounting = (source, height, pitch)
+        return height, pitch
 
     def _subscribe_images(self, reliable: bool) -> Any:
         self._input_reliable = reliable
@@ -1045,6 +1075,22 @@ class DepthNode(Node):
             )
         return SetParametersResult(successful=True)
 
+    def _warm_up_cloud(self) -> None:
+        """Back-project a tiny frame with the current cloud options, so that the compiled
+        kernels (numba, when installed) are built now rather than on the first frame."""
+        opts = self._frame_options()
+        if opts.organized:
+            return
+        tiny = Intrinsics(fx_px=2.0, fy_px=2.0, cx_px=0.5, cy_px=0.5, width=2, height=2)
+        backproject_packed(
+            np.ones((2, 2), dtype=np.float32),
+            tiny,
+            np.zeros((2, 2, 3), dtype=np.uint8) if opts.color else None,
+            min_range_m=opts.min_range_m,
+            max_range_m=opts.max_range_m,
+            organised=False,
+        )
+
     # ------------------------------------------------------------------------------ worker
     def _frame_options(self) -> FrameOptions:
         v = {p.name: p.value for p in self.get_parameters([s.name for s in PARAMETERS])}
@@ -1252,9 +1298,13 @@ class DepthNode(Node):
         clock = time.perf_counter
         try:
             t0 = clock()
-            msg = conv.depth_image_msg(depth, conv.copy_header(header), self._buffers["depth"])
+            if self._raw_out:
+                msg: Image | bytes = conv.serialized_depth_image(depth, header)
+            else:
+                msg = conv.depth_image_msg(depth, conv.copy_header(header), self._buffers["depth"])
             t1 = clock()
             self._pub_depth.publish(msg)
+            del msg
             self._pub_info.publish(conv.camera_info_msg(d_intr, conv.copy_header(header)))
             t2 = clock()
             self._stats.stage("publish.depth_msg", t1 - t0)
@@ -1269,7 +1319,9 @@ class DepthNode(Node):
                 hi = min(float(getattr(spec, "max_depth_m", 80.0)), opts.max_range_m)
                 colours = colorize_depth(depth, lo, hi if hi > lo else lo + 1.0)
                 self._pub_colormap.publish(
-                    conv.image_msg(
+                    conv.serialized_image_msg(colours, "rgb8", header)
+                    if self._raw_out
+                    else conv.image_msg(
                         colours, "rgb8", conv.copy_header(header), self._buffers["colormap"]
                     )
                 )
@@ -1293,7 +1345,11 @@ class DepthNode(Node):
                 colour, _ = resize_image(
                     item.rgb, item.intrinsics, d_intr.width, d_intr.height, "area"
                 )
+        writer: conv.CloudWriter | None = None
         buffer = self._buffers["cloud"]
+        if self._raw_out:
+            fields = XYZ_FIELDS if colour is None else XYZRGB_FIELDS
+            writer = conv.CloudWriter(item.header, fields)
         packed = backproject_packed(
             depth,
             d_intr,
@@ -1302,13 +1358,18 @@ class DepthNode(Node):
             min_range_m=opts.min_range_m,
             max_range_m=opts.max_range_m,
             organised=opts.organized,
-            out=buffer.allocate,
+            out=buffer.allocate if writer is None else writer.allocate,
         )
         t1 = clock()
-        msg = conv.cloud_msg(packed, conv.copy_header(item.header), buffer)
+        msg: PointCloud2 | bytes = (
+            conv.cloud_msg(packed, conv.copy_header(item.header), buffer)
+            if writer is None
+            else writer.finish(packed)
+        )
         del packed  # the buffer's view: released before the next frame resizes it
         t2 = clock()
-        self._pub_points.publish(msg)  # rclpy serialises here; the buffer is free afterwards
+        self._pub_points.publish(msg)  # rclpy copies (and serialises) here; then it is free
+        del msg
         t3 = clock()
         self._stats.stage("publish.cloud_build", t1 - t0)
         self._stats.stage("publish.cloud_msg", t2 - t1)
@@ -1454,6 +1515,14 @@ class DepthNode(Node):
                     ("scale.fit_ok", str(fit.ok).lower()),
                 ]
         if self._output_kind != "metric_depth":
+            mounting = self._last_mounting
+            if mounting is not None:
+                source, height, pitch = mounting
+                values += [
+                    ("scale.mounting", source),
+                    ("scale.camera_height_m", "none" if height is None else f"{height:.4f}"),
+                    ("scale.camera_pitch_rad", f"{pitch:.5f}"),
+                ]
             state = self._scale_tracker.state
             values += [
                 ("scale.fits", state.fits),

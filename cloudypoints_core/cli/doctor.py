@@ -194,6 +194,8 @@ def collect(
             "tensorrt": _library("tensorrt"),
             "cuda-bindings": _cuda_bindings(),
             "onnx": _library("onnx"),
+            # Optional: compiled back-projection of unorganised clouds (about 2.5x faster).
+            "numba": _library("numba"),
         },
         "gpus": gpus,
         "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES"),

@@ -31,7 +31,7 @@ def run_export(
     model, spec = model_from_checkpoint(checkpoint, which=which)
     folder = export_package(model, spec, out, opset=opset)
     if check:
-        diff = onnx_parity(model, folder / str(spec.onnx_file), spec)
+        diff = onnx_parity(model, folder / str(spec.onnx_file), spec).max_abs
         log.info("ONNX Runtime vs PyTorch: max |difference| %.2e m", diff)
         if not diff <= tolerance_m:
             log.error("export parity check failed: %.3g m > tolerance %.3g m", diff, tolerance_m)

@@ -5,7 +5,8 @@ TorchScript exporter (``dynamo=False``: it folds BatchNorm into the convolutions
 packages), stores the spec as YAML in the ONNX metadata, checks the graph with ``onnx.checker`` and
 writes the file atomically. ``export_package`` writes a whole package folder (``spec.yaml``,
 ``model.onnx``, ``model.pt`` holding the state dict only). ``onnx_parity`` runs ONNX Runtime and
-PyTorch on the same SynthCity frames and returns the largest absolute difference in metres.
+PyTorch on the same SynthCity frames and returns the largest absolute difference and that
+relative to the output's largest magnitude, for ``cloudypoints export`` and the .pth importer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "Parity",
     "export_onnx",
     "export_package",
     "load_torch_model",
@@ -147,18 +149,12 @@ def export_package(
 
 def load_torch_model(spec: ModelSpec, weights_path: str | Path) -> torch.nn.Module:
     """The spec's network with the state dict at ``weights_path`` loaded strictly, in eval mode."""
-    torch = require("torch", "loading a torch model")
+    require("torch", "loading a torch model")
     from cloudypoints_core.models import create_model
+    from cloudypoints_core.models.weights import load_checkpoint_state
 
     model = create_model(spec.architecture, **dict(spec.arch_config))
-    try:
-        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"weights file {weights_path} does not exist") from exc
-    except Exception as exc:  # pickle/zip errors of corrupt files
-        raise ModelError(f"weights file {weights_path} cannot be read: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ModelError(f"weights file {weights_path} must hold a state dict, got {type(state)}")
+    state = load_checkpoint_state(weights_path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -183,16 +179,28 @@ def normalise_batch(rgb: npt.NDArray[np.uint8], spec: ModelSpec) -> npt.NDArray[
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
+@dataclass(frozen=True)
+class Parity:
+    """ONNX Runtime against PyTorch on the same frames, in the network's output units."""
+
+    #: Largest |ONNX Runtime - PyTorch| over all frames and pixels (metres for a metric head).
+    max_abs: float
+    #: ``max_abs`` divided by the largest |PyTorch output|: the figure for outputs without a
+    #: fixed unit (relative inverse depth); ``max_abs`` itself when the output is all zero.
+    max_rel: float
+
+
 def onnx_parity(
     model: torch.nn.Module,
     onnx_path: str | Path,
     spec: ModelSpec,
     seeds: Sequence[int] = (1_000_000, 1_000_001),
     images: Sequence[npt.NDArray[np.uint8]] | None = None,
-) -> float:
-    """Largest |ONNX Runtime - PyTorch| depth (metres) over SynthCity frames of ``seeds``.
+) -> Parity:
+    """ONNX Runtime against PyTorch on the SynthCity frames of ``seeds`` (held out of training).
 
     ``images`` (uint8 RGB at the input size) replaces the rendered frames when given.
+    ModelError when the two outputs differ in shape.
     """
     torch = require("torch", "the export parity check")
     ort = require("onnxruntime", "the export parity check")
@@ -202,7 +210,7 @@ def onnx_parity(
         images = [render_frame(int(s), spec.input_width, spec.input_height).rgb for s in seeds]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     model.eval()
-    worst = 0.0
+    worst, peak = 0.0, 0.0
     for rgb in images:
         x = normalise_batch(np.asarray(rgb), spec)
         (onnx_out,) = session.run([spec.output_name], {spec.input_name: x})
@@ -211,4 +219,5 @@ def onnx_parity(
         if onnx_out.shape != torch_out.shape:
             raise ModelError(f"ONNX output shape {onnx_out.shape} != torch {torch_out.shape}")
         worst = max(worst, float(np.max(np.abs(onnx_out - torch_out))))
-    return worst
+        peak = max(peak, float(np.max(np.abs(torch_out))))
+    return Parity(max_abs=worst, max_rel=worst / peak if peak > 0 else worst)

@@ -16,15 +16,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError, ModelError
 from cloudypoints_core.inference.presets import ImportOptions, Preset
 from cloudypoints_core.inference.spec import ModelSpec
 from cloudypoints_core.io import file_sha256, staged_folder
 
-__all__ = ["PARITY_RTOL", "build_pth_spec", "export_parity", "import_pth"]
+__all__ = ["PARITY_RTOL", "build_pth_spec", "import_pth"]
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +69,9 @@ def build_pth_spec(preset: Preset, options: ImportOptions, size: tuple[int, int]
     return ModelSpec.from_dict(fields, source=f"preset {preset.name}")
 
 
-def export_parity(model: Any, onnx_path: Path, spec: ModelSpec) -> tuple[float, float]:
-    """(max |ORT - torch|, that divided by max |torch|) over two held-out SynthCity frames."""
-    torch = require("torch", "the export parity check")
-    ort = require("onnxruntime", "the export parity check")
-    from cloudypoints_core.data.synthcity import render_frame
-    from cloudypoints_core.inference.export import normalise_batch
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    worst, peak = 0.0, 0.0
-    for seed in (1_000_000, 1_000_001):
-        rgb = render_frame(seed, spec.input_width, spec.input_height).rgb
-        x = normalise_batch(np.asarray(rgb), spec)
-        (onnx_out,) = session.run([spec.output_name], {spec.input_name: x})
-        with torch.no_grad():
-            torch_out = model(torch.from_numpy(x)).numpy()
-        if onnx_out.shape != torch_out.shape:
-            raise ModelError(f"ONNX output shape {onnx_out.shape} != torch {torch_out.shape}")
-        worst = max(worst, float(np.max(np.abs(onnx_out - torch_out))))
-        peak = max(peak, float(np.max(np.abs(torch_out))))
-    return worst, worst / peak if peak > 0 else worst
-
-
 def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions) -> Path:
     """Load ``weights`` strictly into the preset's network and write its package to ``out``."""
-    from cloudypoints_core.inference.export import export_package
+    from cloudypoints_core.inference.export import export_package, onnx_parity
     from cloudypoints_core.inference.import_onnx import model_card, run_once
     from cloudypoints_core.models import create_model
     from cloudypoints_core.models.weights import load_checkpoint_state, load_strict
@@ -110,7 +85,8 @@ def import_pth(preset: Preset, weights: Path, out: Path, options: ImportOptions)
     model.eval()
     with staged_folder(out) as staging:
         export_package(model, spec, staging)
-        diff, rel = export_parity(model, staging / "model.onnx", spec)
+        parity = onnx_parity(model, staging / "model.onnx", spec)
+        diff, rel = parity.max_abs, parity.max_rel
         log.info("ONNX Runtime vs PyTorch: max |difference| %.2e (%.2e relative)", diff, rel)
         if not rel <= PARITY_RTOL:
             raise ModelError(

@@ -1,6 +1,7 @@
 """Network weights from files and from rules: strict checkpoint loading and deterministic weights.
 
-``load_checkpoint_state`` reads a ``.pth`` / ``.pt`` state dict with ``weights_only=True``;
+``load_checkpoint_state`` reads a ``.pth`` / ``.pt`` state dict with ``weights_only=True`` (bare,
+or nested in a training checkpoint), the one loader for importers, training and the torch backend;
 ``load_strict`` loads it with ``strict=True`` and, when it does not fit, raises a ModelError that
 lists the missing, unexpected and wrongly shaped keys. ``deterministic_state_dict`` fills a
 network with weights computed from each entry's name and shape only, a rule any implementation
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zipfile import BadZipFile
 
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ModelError
@@ -26,6 +29,7 @@ else:
     nn = torch.nn
 
 __all__ = [
+    "CHECKPOINT_STATE_KEYS",
     "deterministic_state_dict",
     "deterministic_tensor",
     "load_checkpoint_state",
@@ -34,25 +38,57 @@ __all__ = [
 ]
 
 
-def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """The state dict in an official ``.pth`` file (``weights_only=True``), tensors on the CPU.
+#: Keys under which a training checkpoint nests its state dict, tried in this order: ours and
+#: the official repositories' ("model"), Lightning's and mmcv's ("state_dict").
+CHECKPOINT_STATE_KEYS = ("model", "state_dict")
 
-    Accepts a bare state dict (the released files) or a training checkpoint holding it under
-    ``model``. ModelError when the file is missing, unreadable or holds something else.
+# What torch.load raises for a truncated, corrupt or non-PyTorch file, and what the
+# weights_only unpickler raises for pickled code it refuses.
+_READ_ERRORS = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, BadZipFile)
+
+
+def _is_tensor_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _describe(obj: object) -> str:
+    """The keys found in a file that is not a state dict, for the error message."""
+    if not isinstance(obj, Mapping):
+        return f"a {type(obj).__name__}, not a dict"
+    keys = [str(k) for k in obj]
+    shown = ", ".join(repr(k) for k in keys[:12]) + (", ..." if len(keys) > 12 else "")
+    return f"keys [{shown}]"
+
+
+def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The state dict in a ``.pth`` / ``.pt`` file (``weights_only=True``), tensors on the CPU.
+
+    Accepts a bare state dict (the released files, our packages' ``model.pt``) or a training
+    checkpoint holding it under one of ``CHECKPOINT_STATE_KEYS``. ModelError when the file is
+    missing, unreadable, or holds neither (the message names the keys it found).
     """
     p = Path(path)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise ModelError(f"weights file {p} does not exist") from exc
-    except Exception as exc:  # pickle / zip errors of corrupt or non-tensor files
+    except _READ_ERRORS as exc:
         raise ModelError(
-            f"weights file {p} cannot be read as a PyTorch state dict: {exc}"
+            f"weights file {p} cannot be read: truncated, corrupt or not a PyTorch state dict "
+            f"(loaded with weights_only=True): {exc}"
         ) from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"weights file {p} does not hold a state dict of tensors")
+    if not _is_tensor_dict(obj):
+        nested = [
+            k
+            for k in CHECKPOINT_STATE_KEYS
+            if isinstance(obj, Mapping) and _is_tensor_dict(obj.get(k))
+        ]
+        if not nested:
+            raise ModelError(
+                f"weights file {p} holds neither a state dict of tensors nor one under "
+                f"{' or '.join(repr(k) for k in CHECKPOINT_STATE_KEYS)}: found {_describe(obj)}"
+            )
+        obj = obj[nested[0]]
     return {str(k): v for k, v in obj.items()}
 
 

@@ -57,7 +57,7 @@ def test_report_lists_libraries_cache_and_ros_settings(
         and "CPUExecutionProvider" in (libs["onnxruntime"]["providers"])
     )
     assert libs["torch"]["importable"] and "cuda_build" in libs["torch"]
-    assert set(libs) == {"onnxruntime", "torch", "tensorrt", "cuda-bindings", "onnx"}
+    assert set(libs) == {"onnxruntime", "torch", "tensorrt", "cuda-bindings", "onnx", "numba"}
     [entry] = report["engine_cache"]["entries"]
     assert (entry["model"], entry["tensorrt"], entry["precision"]) == ("tiny", "10.9.0.34", "fp16")
     assert entry["gpu"] == "Orin (sm 8.7)" and entry["size_mib"] == 1.0

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cloudypoints_core import geometry
 from cloudypoints_core.errors import InputError, IntrinsicsError
 from cloudypoints_core.geometry import (
     Interpolation,
@@ -389,6 +390,7 @@ class TestRayGrid:
         # Strong pincushion that folds over near the corners: those rays cannot be recovered.
         dist = (0.3, -0.1, 0.001, 0.0005, 0.01, 0.5, -0.05, 0.02)
         intr = Intrinsics(99.0, 102.0, 75.5, 63.4, 160, 120, dist, "rational_polynomial")
+        geometry._ray_grid_cached.cache_clear()  # the warning is logged when the grid is built
         grid = ray_grid(intr)
         bad = np.isnan(grid[..., 0])
         assert bad.any() and bad.mean() < 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import math
 
 import numpy as np
 import pytest
@@ -227,9 +228,12 @@ INTR_INT = Intrinsics(130.0, 128.0, 80.0, 60.0, 160, 120)
         {"min_range_m": 2.0, "max_range_m": 20.0},
     ],
 )
+@pytest.mark.parametrize("path", ["default", "numpy"])
 def test_backproject_packed_equals_backproject_then_pack(
-    intr, coloured: bool, organised: bool, options, rng
+    intr, coloured: bool, organised: bool, options, path: str, rng, monkeypatch
 ) -> None:
+    if path == "numpy":  # the code used without numba (the default path compiles with it)
+        monkeypatch.setattr(pointcloud._fused, "available", lambda: False)
     depth = rng.uniform(0.5, 30.0, size=intr.shape).astype(np.float32)
     depth[rng.random(intr.shape) < 0.1] = np.nan
     depth[0, :5] = [0.0, -1.0, np.inf, -np.inf, np.nan]
@@ -302,6 +306,52 @@ def test_unorganised_cloud_keeps_valid_points_in_row_major_order(coloured: bool,
     into = backproject_packed(depth, INTR, rgb, max_range_m=40.0, organised=False, out=out)
     assert np.shares_memory(into.data, out)
     np.testing.assert_array_equal(into.data, flat.data)
+
+
+def test_compiled_unorganised_path_is_used_and_matches_numpy_at_the_range_edges(
+    rng, monkeypatch
+) -> None:
+    """With numba installed (requirements.txt) unorganised clouds take the compiled path, and
+    its validity test is numpy's to the last float32: bounds that float32 rounds (0.1, 30.3)
+    and depths right at them, both sides."""
+    from cloudypoints_core import _fused
+
+    assert _fused.available(), "numba from requirements.txt should be importable here"
+    edges = []
+    for bound in (0.1, 30.3):
+        b = np.float32(bound)
+        edges += [np.nextafter(b, np.float32(0)), b, np.nextafter(b, np.float32(100))]
+    depth = rng.uniform(0.05, 31.0, size=INTR.shape).astype(np.float32)
+    depth[5, : len(edges)] = edges
+    depth[6, :4] = [np.nan, np.inf, 0.0, -0.0]
+    rgb = rng.integers(0, 256, size=(*INTR.shape, 3), dtype=np.uint8)
+    for kwargs in (
+        {"min_range_m": 0.1, "max_range_m": 30.3},
+        {"min_range_m": 0.0, "max_range_m": math.inf},
+        {"min_range_m": 0.1, "max_range_m": 1e39},  # beyond float32: no upper limit
+    ):
+        compiled = backproject_packed(depth, INTR, rgb, organised=False, **kwargs)
+        calls: list[int] = []
+
+        def numpy_only(calls: list[int] = calls) -> bool:
+            calls.append(1)
+            return False
+
+        monkeypatch.setattr(pointcloud._fused, "available", numpy_only)
+        reference = backproject_packed(depth, INTR, rgb, organised=False, **kwargs)
+        monkeypatch.undo()
+        assert calls, "the numpy path was not taken"
+        assert compiled.width == reference.width, kwargs
+        np.testing.assert_array_equal(compiled.data, reference.data)
+
+
+def test_numba_can_be_switched_off(monkeypatch) -> None:
+    from cloudypoints_core import _fused
+
+    monkeypatch.setenv(_fused.DISABLE_ENV, "1")
+    assert _fused._numba() is None
+    monkeypatch.setenv(_fused.DISABLE_ENV, "0")
+    assert _fused._numba() is not None
 
 
 def test_unorganised_cloud_without_valid_points() -> None:

@@ -6,6 +6,7 @@ tests check the node's decoding against an independent encoder.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -39,6 +40,16 @@ def stamp_ns_of(msg: Any) -> int:
 def set_header(msg: Any, stamp_ns: int, frame_id: str = "camera_optical_frame") -> None:
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
     msg.header.frame_id = frame_id
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """Stop a node process the way ``ros2 launch`` does (SIGTERM), killing it if it hangs."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5.0)
 
 
 def raw_image(

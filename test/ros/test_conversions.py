@@ -222,3 +222,125 @@ def test_messages_keep_the_array_without_a_second_copy() -> None:
         msg = msg_type(**kw)
         msg.data = arr
         assert msg.data is arr
+
+
+# ------------------------------------------------------------------------------ serialized output
+def _serialize(msg: object) -> bytes:
+    from rclpy.serialization import serialize_message
+
+    return bytes(serialize_message(msg))
+
+
+def _pad_free(blob: bytes, msg_type: type) -> object:
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(blob, msg_type)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pixels"),
+    [
+        ("32FC1", np.array([[1.5, np.nan, 3.25], [0.5, np.inf, 80.0]], dtype=np.float32)),
+        ("rgb8", np.arange(2 * 5 * 3, dtype=np.uint8).reshape(2, 5, 3)),
+        ("mono16", np.array([[1, 65535, 7]], dtype=np.uint16)),
+    ],
+)
+def test_serialized_images_read_back_as_the_messages_they_stand_for(
+    encoding: str, pixels: np.ndarray
+) -> None:
+    header = _header()
+    header.frame_id = "cam_é/optical"  # UTF-8 and an odd length: padding after the string
+    blob = conv.serialized_image_msg(pixels, encoding, header)
+    assert isinstance(blob, bytes)
+    expected = conv.image_msg(pixels, encoding, header)
+    got = _pad_free(blob, Image)
+    assert got == expected
+    # Same size as rclpy's own serialisation (padding bytes may differ: rclpy leaves them
+    # uninitialised), and the same bytes wherever rclpy's are defined.
+    reference = _serialize(expected)
+    assert len(blob) == len(reference)
+    assert blob[-pixels.nbytes :] == pixels.tobytes()
+    if encoding == "32FC1":
+        assert conv.serialized_depth_image(pixels, header) == blob
+
+
+def test_serialized_depth_image_refuses_what_depth_image_msg_refuses() -> None:
+    with pytest.raises(InputError, match="float32"):
+        conv.serialized_depth_image(np.zeros((2, 2), dtype=np.float64), _header())
+    with pytest.raises(InputError):
+        conv.serialized_image_msg(np.zeros((0, 3), dtype=np.float32), "32FC1", _header())
+
+
+@pytest.mark.parametrize("organised", [True, False])
+@pytest.mark.parametrize("coloured", [True, False])
+def test_cloud_writer_gives_the_bytes_of_the_cloud_message(
+    organised: bool, coloured: bool
+) -> None:
+    from sensor_msgs.msg import PointCloud2
+
+    from cloudypoints_core.pointcloud import XYZ_FIELDS, XYZRGB_FIELDS, backproject_packed
+
+    intr = Intrinsics(fx_px=4.0, fy_px=4.0, cx_px=2.5, cy_px=1.5, width=6, height=4)
+    depth = np.linspace(1.0, 9.0, 24, dtype=np.float32).reshape(4, 6)
+    depth[0, 1] = np.nan
+    depth[2, 3] = 90.0  # beyond max_range_m
+    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) if coloured else None
+    header = _header()
+    writer = conv.CloudWriter(header, XYZRGB_FIELDS if coloured else XYZ_FIELDS)
+    kwargs = {"max_range_m": 80.0, "organised": organised}
+    packed = backproject_packed(depth, intr, rgb, out=writer.allocate, **kwargs)
+    blob = writer.finish(packed)
+    reference = conv.cloud_msg(backproject_packed(depth, intr, rgb, **kwargs), header)
+    got = _pad_free(blob, PointCloud2)
+    assert got.header == reference.header
+    for name in ("height", "width", "point_step", "row_step", "is_dense", "is_bigendian"):
+        assert getattr(got, name) == getattr(reference, name), name
+    assert [(f.name, f.offset, f.datatype, f.count) for f in got.fields] == [
+        (f.name, f.offset, f.datatype, f.count) for f in reference.fields
+    ]
+    # NaN points compare by bytes: the packed data must be identical.
+    assert bytes(got.data) == bytes(reference.data)
+    assert got.width * got.height == (24 if organised else 22)
+    assert len(blob) == len(_serialize(reference))
+
+
+def test_cloud_writer_refuses_misuse() -> None:
+    from cloudypoints_core.pointcloud import XYZ_FIELDS, XYZRGB_FIELDS, pack_points
+
+    xyz = np.ones((3, 3), dtype=np.float32)
+    with pytest.raises(InputError, match="before allocate"):
+        conv.CloudWriter(_header(), XYZ_FIELDS).finish(pack_points(xyz))
+    writer = conv.CloudWriter(_header(), XYZ_FIELDS)
+    writer.allocate(48)
+    with pytest.raises(InputError, match="twice"):
+        writer.allocate(48)
+    with pytest.raises(InputError, match="not written into"):
+        writer.finish(pack_points(xyz))  # a cloud in a buffer of its own
+    writer = conv.CloudWriter(_header(), XYZ_FIELDS)
+    packed = pack_points(xyz, out=writer.allocate)
+    other = conv.CloudWriter(_header(), XYZRGB_FIELDS)
+    other.allocate(48)
+    with pytest.raises(InputError, match="fields differ"):
+        other.finish(packed)
+
+
+def test_serialized_bytes_stay_valid_after_the_views_are_gone() -> None:
+    import gc
+
+    pixels = np.arange(6, dtype=np.float32).reshape(2, 3)
+    blob, data = conv.serialized_image(_header(), 2, 3, "32FC1", 12)
+    data[:] = pixels.reshape(-1).view(np.uint8)
+    del data
+    gc.collect()
+    assert _pad_free(blob, Image) == conv.image_msg(pixels, "32FC1", _header())
+    # The view alone keeps its bytes alive.
+    blob, data = conv.serialized_image(_header(), 2, 3, "32FC1", 12)
+    address = id(blob)
+    del blob
+    gc.collect()
+    data[:] = 7
+    assert bytes(data) == b"\x07" * 24 and address != 0
+
+
+def test_raw_publishing_is_checked_against_this_middleware() -> None:
+    assert conv.raw_publishing_works() is True

@@ -10,6 +10,7 @@ truth is known.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from harness import camera_info, raw_image
+from harness import Probe, camera_info, raw_image, set_header, stop_process
 
 # The oracle lives with the core tests (pure torch/onnx); not through conftest, whose module name
 # is shared by every test folder.
@@ -148,7 +149,8 @@ def test_refusal_exits_with_the_bad_model_code(oracle_dir: Path, ros_domain: int
 
 def test_ground_frame_needs_tf2_ros(ros_env: Any, oracle_dir: Path) -> None:
     """Where tf2_ros is missing (pip-only ROS, as here) scale.ground_frame is refused with the
-    way out; with tf2_ros the node starts and reads the mounting from TF (not exercised here)."""
+    way out; with tf2_ros the node starts (reading the mounting from TF: see
+    test_camera_mounting_from_tf_through_the_documented_tf2_ros_api)."""
     import importlib.util
 
     from cloudypoints_core.errors import ConfigError
@@ -160,3 +162,147 @@ def test_ground_frame_needs_tf2_ros(ros_env: Any, oracle_dir: Path) -> None:
     else:
         node, _ = ros_env.start_depth_node("/cp_scale_tf", oracle_dir, overrides)
         assert node.get_parameter("scale.ground_frame").value == "base_footprint"
+
+
+# ------------------------------------------------------------------ camera mounting from TF
+TF_STAND_IN = Path(__file__).resolve().parent / "tf2_stand_in"
+#: Where the stand-in listener reads static transforms (tf2_stand_in/tf2_ros: TF_STATIC_TOPIC).
+TF_STATIC = "/tf_static_stand_in"
+
+
+def _camera_in_ground(height_m: float, pitch_rad: float) -> Any:
+    """The TF a robot publishes for its camera: ground frame (REP 103: x forward, y left, z up,
+    origin on the road) -> optical frame (x right, y down, z forward), the camera 1.4 m ahead
+    of the origin, ``height_m`` above it and pitched ``pitch_rad`` down."""
+    from geometry_msgs.msg import TransformStamped
+
+    # A level optical frame's rotation, (-1, 1, -1, 1) / 2, turned down about the left (y) axis.
+    c, s = math.cos(pitch_rad / 2), math.sin(pitch_rad / 2)
+    x, y, z, w = -(c + s) / 2, (c + s) / 2, -(c - s) / 2, (c - s) / 2
+    # The rotation is the intended one: its columns are the optical axes in the ground frame,
+    # x to the right and z forward and down.
+    rot = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    np.testing.assert_allclose(rot[:, 0], [0.0, -1.0, 0.0], atol=1e-12)
+    forward_down = [math.cos(pitch_rad), 0.0, -math.sin(pitch_rad)]
+    np.testing.assert_allclose(rot[:, 2], forward_down, atol=1e-12)
+    tf = TransformStamped()
+    tf.header.frame_id, tf.child_frame_id = "base_footprint", "camera_optical_frame"
+    tf.transform.translation.x, tf.transform.translation.z = 1.4, height_m
+    r = tf.transform.rotation
+    r.x, r.y, r.z, r.w = x, y, z, w
+    return tf
+
+
+def test_camera_mounting_from_tf_through_the_documented_tf2_ros_api(
+    ros_env: Any, ros_domain: int, oracle_dir: Path, drive: list[Any], tmp_path: Path
+) -> None:
+    """``scale.ground_frame``: the node reads camera height and pitch from TF.
+
+    tf2_ros is not installable from PyPI, so the node process gets a stand-in ``tf2_ros``
+    (test/ros/tf2_stand_in) written from tf2_ros's documented Python API: ``Buffer()``,
+    ``TransformListener(buffer, node)``, ``Buffer.lookup_transform(target, source, time,
+    timeout)`` returning the geometry_msgs/TransformStamped that maps points from ``source``
+    into ``target``, and LookupException / ConnectivityException / ExtrapolationException
+    (TransformException subclasses) when it cannot. This test publishes the camera's pose in
+    ``base_footprint`` as the robot would (parent base_footprint, child the optical frame) and
+    checks over real DDS: metric depth and the TF height/pitch in /diagnostics; for an image
+    whose frame has no transform, a warning (log and /diagnostics) and depth still in metres
+    from the last good fit; with scale.camera_* set, those parameters as the fallback.
+    """
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    first = drive[0]
+    height, pitch = float(first.camera_height_m), float(first.pitch_rad)
+    # The robot's static transform, latched for the node that starts later (as /tf_static).
+    robot = ros_env.add_node(Node("robot_tf", context=ros_env.context))
+    latched = QoSProfile(
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+    tf_pub = robot.create_publisher(type(_camera_in_ground(height, pitch)), TF_STATIC, latched)
+    tf_pub.publish(_camera_in_ground(height, pitch))
+
+    ns = "/cp_scale_tf_live"
+    repo = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(TF_STAND_IN), str(repo), os.environ.get("PYTHONPATH", "")])
+    log_path = tmp_path / "node.log"
+    with log_path.open("w") as log:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "cloudypoints_ros.depth_node", "--ros-args"]
+            + ["--params-file", str(repo / "config" / "depth.yaml"), "-r", f"__ns:={ns}"]
+            + ["-p", f"model_path:={oracle_dir}", "-p", "stats_period_s:=0.3"]
+            + ["-p", "scale.ground_frame:=base_footprint"],
+            env=dict(os.environ, PYTHONPATH=path),
+            cwd=repo,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        probe = Probe(ros_env.context, ns, name="tf_probe")
+        ros_env.add_node(probe.node)
+        probe.latest_status(timeout=90.0)  # the node is up
+        probe.wait_connected(timeout=30.0)
+
+        def abs_rel_of(frame: Any, frame_id: str) -> float:
+            stamp = time.time_ns()
+            image = raw_image(encode_depth(frame.depth_m), "rgb8", stamp)
+            set_header(image, stamp, frame_id)
+            got = probe.request(image, camera_info(frame.intrinsics, stamp))
+            abs_rel, coverage = _abs_rel_and_coverage(_depth_of(got["depth/image"]), frame.depth_m)
+            assert coverage > 0.9
+            return abs_rel
+
+        # 1. The mounting from TF: metric depth, and the TF's height and pitch reported.
+        errors = [abs_rel_of(frame, "camera_optical_frame") for frame in drive]
+        assert max(errors) <= 0.10 and float(np.mean(errors)) < 0.03, errors
+        status = probe.latest_status(lambda kv: int(kv.get("scale.fits", 0)) >= len(drive))
+        assert status["scale.mounting"] == "tf base_footprint -> camera_optical_frame"
+        assert float(status["scale.camera_height_m"]) == pytest.approx(height, abs=1e-4)
+        assert float(status["scale.camera_pitch_rad"]) == pytest.approx(pitch, abs=1e-5)
+        assert status["scale.used"] == "ground_plane" and status["scale.fit_ok"] == "true"
+        assert float(status["scale.scale"]) == pytest.approx(A, rel=0.05)
+
+        # 2. No transform for the image's frame (LookupException): a warning, and metres from
+        # the last good fit (no height parameter to fall back to).
+        assert abs_rel_of(drive[1], "camera_without_tf") <= 0.10
+        status = probe.latest_status(
+            lambda kv: (
+                "warning.no_ground_transform" in kv and kv.get("scale.used") == "ground_plane_held"
+            )
+        )
+        assert status["scale.mounting"] == "none"
+        assert status["scale.camera_height_m"] == "none"
+        assert int(status["warning.no_ground_transform"]) >= 1
+
+        # 3. With scale.camera_* set, a failed lookup falls back to them.
+        results = probe.set_parameters(
+            {"scale.camera_height_m": height, "scale.camera_pitch_rad": pitch}
+        )
+        assert [r.successful for r in results] == [True, True], [r.reason for r in results]
+        assert abs_rel_of(drive[2], "camera_without_tf") <= 0.10
+        status = probe.latest_status(
+            lambda kv: (
+                kv.get("scale.mounting") == "parameters" and kv.get("scale.used") == "ground_plane"
+            )
+        )
+        assert float(status["scale.camera_height_m"]) == pytest.approx(height, abs=1e-4)
+        # ... and TF still wins where it has the frame.
+        assert abs_rel_of(drive[3], "camera_optical_frame") <= 0.10
+        probe.latest_status(lambda kv: kv.get("scale.mounting", "").startswith("tf "))
+        assert node.poll() is None  # still serving
+    finally:
+        stop_process(node)
+    warnings = [
+        line
+        for line in log_path.read_text().splitlines()
+        if "WARN" in line and "no usable transform base_footprint -> camera_without_tf" in line
+    ]
+    assert warnings and "does not exist" in warnings[0]

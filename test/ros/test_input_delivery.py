@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import PARAMS_FILE, REPO
-from harness import Probe, camera_info, raw_image
+from harness import Probe, camera_info, raw_image, stop_process
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -68,11 +68,7 @@ def test_default_launch_receives_every_image_from_a_camera_on_fastdds_defaults(
         # rightly report input_not_arriving).
         probe.latest_status(lambda s: s["frames_in"] == str(frames), timeout=10.0)
     finally:
-        node.terminate()
-        try:
-            node.wait(15.0)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop_process(node)
 
 
 def test_node_reports_images_that_cannot_arrive_in_diagnostics(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -38,32 +36,6 @@ def build_network(spec: ModelSpec, factory: Callable[..., Any] | None = None) ->
             f"cannot build architecture {spec.architecture!r} with arch_config "
             f"{dict(spec.arch_config)}: {exc}"
         ) from exc
-
-
-def load_state_dict_file(path: Any) -> dict[str, Any]:
-    """A state dict read with ``weights_only=True``; ModelError for missing or corrupt files."""
-    torch = require("torch", "the torch inference backend")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"weights file {path} does not exist") from exc
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(
-            f"weights file {path} is truncated, corrupt or not a plain state dict "
-            f"(loaded with weights_only=True): {exc}"
-        ) from exc
-    if (
-        isinstance(state, Mapping)
-        and "state_dict" in state
-        and isinstance(state["state_dict"], Mapping)
-    ):
-        # A training checkpoint: its weights are under "state_dict".
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise ModelError(f"weights file {path} does not hold a state dict of tensors")
-    return dict(state)
 
 
 def check_state_dict(network: Any, state: Mapping[str, Any], spec: ModelSpec, source: str) -> None:
@@ -123,7 +95,8 @@ class TorchBackend:
                 "CUDA build of torch (pytorch.org), or use the tensorrt or onnxruntime backend"
             )
         spec = package.spec
-        if not package.has_weights():
+        weights = package.weights_path
+        if weights is None or not package.has_weights():
             raise ModelError(
                 f"model package {package.root} has no state dict ({spec.weights_file!r}); the "
                 "torch backend needs one (use the onnxruntime backend)"
@@ -135,14 +108,14 @@ class TorchBackend:
                 raise ConfigError(f"num_threads must be a positive integer, got {num_threads!r}")
             torch.set_num_threads(num_threads)
         network = build_network(spec, model_factory)
-        state = load_state_dict_file(package.weights_path)
-        check_state_dict(network, state, spec, str(package.weights_path))
+        from cloudypoints_core.models.weights import load_checkpoint_state
+
+        state = load_checkpoint_state(weights)
+        check_state_dict(network, state, spec, str(weights))
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as exc:  # dtype or other mismatch check_state_dict does not see
-            raise ModelError(
-                f"{package.weights_path} does not load into the network: {exc}"
-            ) from exc
+            raise ModelError(f"{weights} does not load into the network: {exc}") from exc
         self.device = str(dev)
         self.spec = spec
         self._half = (dev.kind == "cuda") if half is None else bool(half)

@@ -151,6 +151,21 @@ def test_weights_must_be_a_plain_state_dict(tiny_package_dir: Path, tmp_path: Pa
         create_backend("torch", load_model_package(root), "cpu", {"model_factory": tiny_factory})
 
 
+def test_weights_nested_in_a_training_checkpoint_load_too(
+    tiny_package_dir: Path, tmp_path: Path
+) -> None:
+    root = _copy(tiny_package_dir, tmp_path)
+    options = {"model_factory": tiny_factory}
+    bare = create_backend("torch", load_model_package(root), "cpu", options).infer(_batch()).copy()
+    state = torch.load(str(root / "model.pt"), weights_only=True)
+    torch.save({"state_dict": state, "epoch": 12}, root / "model.pt")
+    nested = create_backend("torch", load_model_package(root), "cpu", options).infer(_batch())
+    np.testing.assert_array_equal(bare, nested)
+    torch.save({"epoch": 12, "step": 4}, root / "model.pt")
+    with pytest.raises(ModelError, match=r"model\.pt holds neither .*keys \['epoch', 'step'\]"):
+        create_backend("torch", load_model_package(root), "cpu", options)
+
+
 def test_weights_with_other_shapes_than_the_spec_says(
     tiny_package_dir: Path, tmp_path: Path
 ) -> None:

@@ -73,8 +73,8 @@ def test_export_embeds_spec_and_fixes_io(tmp_path: Path, spec: ModelSpec, model)
 
 def test_parity_on_synthcity_frames(tmp_path: Path, spec: ModelSpec, model) -> None:
     path = export_onnx(model, spec, tmp_path / "m.onnx")
-    diff = onnx_parity(model, path, spec, seeds=(1_000_003, 1_000_004))
-    assert diff < 1e-3
+    parity = onnx_parity(model, path, spec, seeds=(1_000_003, 1_000_004))
+    assert parity.max_abs < 1e-3
     # Independent check on one frame: ONNX Runtime output against torch, relative error.
     rgb = np.random.default_rng(0).integers(0, 256, (64, 128, 3), dtype=np.uint8)
     x = normalise_batch(rgb, spec)
@@ -89,7 +89,31 @@ def test_parity_detects_a_different_model(tmp_path: Path, spec: ModelSpec, model
     path = export_onnx(model, spec, tmp_path / "m.onnx")
     torch.manual_seed(99)
     other = create_model("mobile_unet", **ARCH).eval()
-    assert onnx_parity(other, path, spec, seeds=(1_000_003,)) > 1e-2
+    parity = onnx_parity(other, path, spec, seeds=(1_000_003,))
+    assert parity.max_abs > 1e-2
+
+
+def test_parity_figures_match_a_direct_comparison(tmp_path: Path, spec: ModelSpec, model) -> None:
+    path = export_onnx(model, spec, tmp_path / "m.onnx")
+    torch.manual_seed(7)
+    other = create_model("mobile_unet", **ARCH).eval()
+    frames = [
+        np.random.default_rng(seed).integers(0, 256, (64, 128, 3), dtype=np.uint8)
+        for seed in (1, 2)
+    ]
+    parity = onnx_parity(other, path, spec, images=frames)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diffs, peaks = [], []
+    for rgb in frames:
+        x = normalise_batch(rgb, spec)
+        (got,) = session.run(["depth_out"], {"rgb_in": x})
+        with torch.no_grad():
+            want = other(torch.from_numpy(x)).numpy()
+        diffs.append(np.abs(got - want).max())
+        peaks.append(np.abs(want).max())
+    assert parity.max_abs == pytest.approx(max(diffs), rel=1e-6)
+    assert parity.max_rel == pytest.approx(max(diffs) / max(peaks), rel=1e-6)
+    assert 0.0 < parity.max_rel < parity.max_abs  # depth peaks above 1 m here
 
 
 def test_normalise_batch_matches_spec(spec: ModelSpec) -> None:

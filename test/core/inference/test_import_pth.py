@@ -9,6 +9,7 @@ input (140x98) keeps it fast.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from cloudypoints_core.cli.import_model import run_import  # noqa: E402
 from cloudypoints_core.cli.main import main as cli_main  # noqa: E402
 from cloudypoints_core.data.synthcity import render_frame  # noqa: E402
 from cloudypoints_core.errors import ConfigError, ModelError  # noqa: E402
+from cloudypoints_core.inference import import_pth  # noqa: E402
 from cloudypoints_core.inference.facade import DepthEstimator  # noqa: E402
+from cloudypoints_core.inference.import_pth import PARITY_RTOL  # noqa: E402
 from cloudypoints_core.inference.onnx_meta import read_spec_from_onnx  # noqa: E402
 from cloudypoints_core.inference.package import load_model_package  # noqa: E402
 from cloudypoints_core.inference.presets import PRESETS  # noqa: E402
@@ -79,6 +82,10 @@ def test_metric_package_spec_files_and_graph(metric_package: Path) -> None:
     }
     card = (metric_package / "MODEL_CARD.md").read_text()
     assert "depth_anything_v2_vits.pth" in card and "ONNX Runtime vs PyTorch" in card
+    # Both parity figures, absolute and relative to the output's range, from export.onnx_parity.
+    figures = re.search(r"max \|difference\| (\S+) \((\S+) relative\)", card)
+    assert figures is not None
+    assert 0.0 <= float(figures.group(2)) <= PARITY_RTOL
     graph = onnx.load(str(package.onnx_path)).graph
     modes = [
         a.s for n in graph.node if n.op_type == "Resize" for a in n.attribute if a.name == "mode"
@@ -167,3 +174,14 @@ def test_wrong_checkpoint_or_size_is_refused(checkpoint: Path, tmp_path: Path) -
     onnx_file.write_bytes(b"")
     with pytest.raises(ConfigError, match="imports \\['pth'\\] weights"):
         run_import("depth-anything-v2-small", onnx_file, tmp_path / "d")
+
+
+def test_failed_parity_check_names_both_figures_and_writes_nothing(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tolerance no export meets: the importer must refuse and leave no package behind.
+    monkeypatch.setattr(import_pth, "PARITY_RTOL", -1.0)
+    with pytest.raises(ModelError, match=r"parity check failed: .* differ by \S+ \(\S+ of the"):
+        run_import("depth-anything-v2-small", checkpoint, tmp_path / "p", input_size=SIZE)
+    assert not (tmp_path / "p").exists()
+    assert list(tmp_path.iterdir()) == []
