@@ -154,3 +154,20 @@ def test_export_folds_batchnorm_and_keeps_tensorflow_padding() -> None:
         ref = model(x).numpy()
     assert out.shape == (1, 1, 64, 64)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+def test_deterministic_weights_keep_batchnorm_sane() -> None:
+    """BatchNorm gains and variances get the gain rule (near 1, variances positive) whatever the
+    module's name, so 72 BatchNorm layers neither blow the signal up nor divide by sqrt(<0)."""
+    model = create_model("midas_small")
+    state = deterministic_state_dict(model)
+    bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 72  # stem, the separable block (2), 23 inverted residuals (3 each)
+    for name in bns:
+        for leaf in ("weight", "running_var"):
+            value = state[f"{name}.{leaf}"]
+            assert 0.9 <= float(value.min()) and float(value.max()) <= 1.1, f"{name}.{leaf}"
+        assert float(state[f"{name}.bias"].abs().max()) <= 0.02
+    # Conv weights and biases follow the name-only rule.
+    conv = state["pretrained.layer1.0.weight"]
+    assert float(conv.abs().max()) <= (3.0 / 27) ** 0.5
