@@ -765,6 +765,14 @@ def overload(
         f"{r.answered} answered, latency {_pct(r.latencies_s)} -> p99 / service = "
         f"{p99 / service_s:.2f} (goal <= 2)"
     )
+    time.sleep(1.5)  # one more stats period: the diagnostics then cover the overload
+    st = driver.status or {}
+    print(
+        f"    node's own view: inference p50 {st.get('stage_infer_p50_ms')} ms, publish p50 "
+        f"{st.get('stage_publish_p50_ms')} ms, workers slowdown {st.get('workers_slowdown')} "
+        f"(shared / solo inference time), frames in/out/dropped {st.get('frames_in')}/"
+        f"{st.get('frames_out')}/{st.get('dropped')}, skipped {st.get('skipped', 'n/a')}"
+    )
     return {"service_ms": service_s * 1e3, "p99_ms": p99 * 1e3, "ratio": p99 / service_s}
 
 
