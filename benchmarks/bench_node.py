@@ -768,7 +768,10 @@ def overload(
     time.sleep(1.5)  # one more stats period: the diagnostics then cover the overload
     st = driver.status or {}
     print(
-        f"    node's own view: inference p50 {st.get('stage_infer_p50_ms')} ms, publish p50 "
+        f"    node's own view: latency stamp -> published p50 {st.get('latency_p50_ms')} / p99 "
+        f"{st.get('latency_p99_ms')} ms (processing: taken -> published p50 "
+        f"{st.get('processing_p50_ms')} / p99 {st.get('processing_p99_ms')} ms), "
+        f"inference p50 {st.get('stage_infer_p50_ms')} ms, publish p50 "
         f"{st.get('stage_publish_p50_ms')} ms, workers slowdown {st.get('workers_slowdown')} "
         f"(shared / solo inference time), frames in/out/dropped {st.get('frames_in')}/"
         f"{st.get('frames_out')}/{st.get('dropped')}, skipped {st.get('skipped', 'n/a')}"
