@@ -602,9 +602,13 @@ class CloudWriter:
 def raw_publishing_works() -> bool:
     """Whether the serialized messages written here read back through the middleware's own
     deserialiser as the messages they stand for (checked once per process)."""
+    from rclpy.impl.implementation_singleton import rclpy_implementation
     from rclpy.serialization import deserialize_message
 
     from cloudypoints_core.pointcloud import XYZRGB_FIELDS, pack_points
+
+    if not hasattr(rclpy_implementation.Publisher, "publish_raw"):  # rclpy without bytes
+        return False
 
     header = Header()
     header.stamp.sec, header.stamp.nanosec, header.frame_id = 1_700_000_000, 123_456_789, "cam_é"

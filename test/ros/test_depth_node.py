@@ -151,6 +151,38 @@ def test_point_cloud_is_the_back_projection_of_the_published_depth(
     np.testing.assert_array_equal(pts["rgb"], (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2])
 
 
+def test_message_objects_and_serialized_publishing_send_the_same_frames(
+    ros_env: Any, model_dir: Path, probe: Any, frames: list[Any], monkeypatch: Any
+) -> None:
+    """The node publishes bytes it serialized itself; where the middleware would not read them
+    back (``raw_publishing_works`` false) it publishes message objects: both deliver the same
+    depth, CameraInfo, cloud and colour map."""
+    from cloudypoints_ros import conversions as conv
+
+    assert conv.raw_publishing_works()
+    monkeypatch.setattr(conv, "raw_publishing_works", lambda: False)
+    objects_node, objects_probe = ros_env.start_depth_node("/cp_objects", model_dir)
+    assert objects_node._raw_out is False
+    frame = frames[2]
+    topics = ("depth/image", "depth/camera_info", "points", "depth/colormap")
+    got = []
+    for p in (probe, objects_probe):
+        stamp = _stamp()
+        got.append(
+            p.request(
+                raw_image(frame.rgb, "rgb8", stamp),
+                camera_info(frame.intrinsics, stamp),
+                topics=topics,
+            )
+        )
+    serialized, objects = got
+    for topic in topics:
+        a, b = serialized[topic], objects[topic]
+        b.header.stamp = a.header.stamp  # each request had its own stamp
+        assert a == b, topic
+    assert len(serialized["points"].data) > 0
+
+
 def _encode(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
     """(pixels in ``encoding``, the RGB the node must see)."""
     gray = rgb.mean(axis=2).astype(np.uint8)
