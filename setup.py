@@ -61,6 +61,8 @@ setup(
         "torch": ["torch>=2.1"],
         "bags": ["rosbags>=0.10"],
         "tracking": ["mlflow-skinny>=2.10"],
+        # Compiled back-projection of unorganised clouds (cloudypoints_core/_fused.py).
+        "fast": ["numba>=0.59"],
         "test": ["pytest>=7,<8.4"],
     },
     zip_safe=True,
