@@ -577,11 +577,12 @@ class CloudWriter:
         prefix = len(self._prefix)
         nbytes = packed.row_step * packed.height
         data = packed.data
-        if (
-            packed.fields != self._fields
-            or nbytes != len(blob) - prefix - 1
-            or data.__array_interface__["data"][0] != view[prefix:].__array_interface__["data"][0]
-        ):
+        # An empty cloud has no bytes to find (numpy may give an empty view any address).
+        elsewhere = (
+            nbytes > 0
+            and data.__array_interface__["data"][0] != view[prefix:].__array_interface__["data"][0]
+        )
+        if packed.fields != self._fields or nbytes != len(blob) - prefix - 1 or elsewhere:
             raise InputError(
                 "the packed cloud was not written into this CloudWriter's buffer (or its fields "
                 "differ); use cloud_msg for other clouds"

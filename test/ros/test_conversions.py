@@ -304,6 +304,25 @@ def test_cloud_writer_gives_the_bytes_of_the_cloud_message(
     assert len(blob) == len(_serialize(reference))
 
 
+@pytest.mark.parametrize("organised", [True, False])
+def test_cloud_writer_with_no_valid_point(organised: bool) -> None:
+    """A frame whose depth is all invalid (all sky) still gives a message: empty when
+    unorganised, all NaN points when organised."""
+    from sensor_msgs.msg import PointCloud2
+
+    from cloudypoints_core.pointcloud import XYZRGB_FIELDS, backproject_packed
+
+    intr = Intrinsics(fx_px=4.0, fy_px=4.0, cx_px=1.5, cy_px=1.5, width=4, height=4)
+    depth = np.full((4, 4), np.nan, dtype=np.float32)
+    writer = conv.CloudWriter(_header(), XYZRGB_FIELDS)
+    rgb = np.zeros((4, 4, 3), dtype=np.uint8)
+    packed = backproject_packed(depth, intr, rgb, organised=organised, out=writer.allocate)
+    got = _pad_free(writer.finish(packed), PointCloud2)
+    assert got.width * got.height == (16 if organised else 0)
+    assert len(got.data) == 16 * got.width * got.height
+    assert got.is_dense == (not organised)
+
+
 def test_cloud_writer_refuses_misuse() -> None:
     from cloudypoints_core.pointcloud import XYZ_FIELDS, XYZRGB_FIELDS, pack_points
 

@@ -507,6 +507,39 @@ class _SlowEstimator:
         return self._inner.predict(*args, **kwargs)
 
 
+class _SkyEstimator:
+    """The real facade with every pixel made invalid (a camera that sees only sky)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.spec = inner.spec
+        self.backend_name, self.device = inner.backend_name, inner.device
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._inner.predict(*args, **kwargs)
+        result.depth_m[:] = np.nan
+        return result
+
+
+def test_a_frame_without_valid_depth_still_gives_its_messages(
+    ros_env: Any, model_dir: Path, frames: list[Any], reference_estimator: Any
+) -> None:
+    node, probe = ros_env.start_depth_node(
+        "/cp_sky", model_dir, estimator=_SkyEstimator(reference_estimator)
+    )
+    frame = frames[0]
+    stamp = _stamp()
+    got = probe.request(
+        raw_image(frame.rgb, "rgb8", stamp),
+        camera_info(frame.intrinsics, stamp),
+        topics=("depth/image", "points"),
+    )
+    assert np.isnan(_depth_of(got["depth/image"])).all()
+    cloud = got["points"]
+    assert (cloud.height, cloud.width, len(cloud.data), cloud.is_dense) == (1, 0, 0, True)
+    assert node.stats.snapshot().errors_total == 0
+
+
 def test_burst_reads_only_the_newest_frames_and_counts_the_rest(
     ros_env: Any, model_dir: Path, frames: list[Any], reference_estimator: Any
 ) -> None:
