@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError, InputError
 
+# MiDaS's refinement unit is DPT's (the same module and parameter names in both repositories).
+from cloudypoints_core.models.depth_anything_v2 import ResidualConvUnit
+
 # The static branch gives mypy torch's real types; at run time a missing torch names this feature.
 if TYPE_CHECKING:
     import torch
@@ -181,18 +184,6 @@ class _Encoder(nn.Module):
             LITE3_STAGES[last[2]][5],
             LITE3_STAGES[last[3]][5],
         )
-
-
-class ResidualConvUnit(nn.Module):
-    """x + conv(relu(conv(relu(x)))) with 3x3 convolutions with bias."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
-        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
 class FusionBlock(nn.Module):
