@@ -58,6 +58,7 @@ from typing import Any, TypeGuard
 import numpy as np
 import numpy.typing as npt
 
+from cloudypoints_core import _fused
 from cloudypoints_core._optional import require
 from cloudypoints_core.errors import ConfigError, InputError, ModelError, ScaleError
 from cloudypoints_core.geometry import Intrinsics
@@ -195,8 +196,12 @@ def resize_depth(
     resized = cv2.resize(
         pair, (width, height), dst=_pair_buffer(height, width), interpolation=flag
     )
+    out = np.empty((height, width), dtype=np.float32)
+    if _fused.available():  # one compiled pass, the same bits
+        _fused.depth_from_pair(resized, _FULL_WEIGHT, out)
+        return out
     good = resized[..., 1] >= _FULL_WEIGHT
-    out = np.full((height, width), np.nan, dtype=np.float32)
+    out.fill(np.nan)
     np.divide(np.float32(1.0), resized[..., 0], out=out, where=good)
     return out
 

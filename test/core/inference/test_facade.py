@@ -174,6 +174,26 @@ def test_nan_does_not_leak_into_valid_pixels() -> None:
     assert np.isfinite(out[:30, 60]).all() and np.isfinite(out[90:, 60]).all()
 
 
+@pytest.mark.parametrize(("size", "out_size"), [((32, 64), (256, 128)), ((48, 40), (30, 70))])
+def test_nan_aware_resize_compiled_and_numpy_give_the_same_bits(
+    size, out_size, monkeypatch
+) -> None:
+    """With numba (requirements.txt) the last pass of the NaN-aware resize is compiled; it must
+    give numpy's bits: the same float32 division and comparison, NaN at the same pixels."""
+    from cloudypoints_core import _fused
+
+    assert _fused.available()
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.5, 80.0, size).astype(np.float32)
+    depth[: size[0] // 3] = np.nan  # a sky
+    depth[rng.random(size) < 0.05] = np.inf
+    compiled = resize_depth(depth, *out_size, "linear")
+    monkeypatch.setattr(_fused, "available", lambda: False)
+    reference = resize_depth(depth, *out_size, "linear")
+    assert np.isnan(reference).any() and np.isfinite(reference).any()
+    np.testing.assert_array_equal(compiled.view(np.uint32), reference.view(np.uint32))
+
+
 def test_nearest_resize_invents_no_values() -> None:
     depth = np.random.default_rng(0).uniform(1.0, 30.0, (32, 64)).astype(np.float32)
     depth[5, 5] = np.nan
