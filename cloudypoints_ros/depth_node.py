@@ -1082,14 +1082,22 @@ class DepthNode(Node):
         if opts.organized:
             return
         tiny = Intrinsics(fx_px=2.0, fy_px=2.0, cx_px=0.5, cy_px=0.5, width=2, height=2)
-        backproject_packed(
-            np.ones((2, 2), dtype=np.float32),
-            tiny,
-            np.zeros((2, 2, 3), dtype=np.uint8) if opts.color else None,
-            min_range_m=opts.min_range_m,
-            max_range_m=opts.max_range_m,
-            organised=False,
-        )
+        colours: list[Any] = [None]
+        if opts.color:
+            # A raw image's pixels are a read-only view of the message (a type of its own for
+            # the compiler); decoded or converted ones are writeable.
+            read_only = np.zeros((2, 2, 3), dtype=np.uint8)
+            read_only.flags.writeable = False
+            colours = [read_only, np.zeros((2, 2, 3), dtype=np.uint8)]
+        for colour in colours:
+            backproject_packed(
+                np.ones((2, 2), dtype=np.float32),
+                tiny,
+                colour,
+                min_range_m=opts.min_range_m,
+                max_range_m=opts.max_range_m,
+                organised=False,
+            )
 
     # ------------------------------------------------------------------------------ worker
     def _frame_options(self) -> FrameOptions:
