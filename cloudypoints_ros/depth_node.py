@@ -926,7 +926,23 @@ class DepthNode(Node):
             for est in estimators:
                 est.close()
             raise
+        for est in estimators:
+            self._warm_up_network(est)
         return estimators
+
+    def _warm_up_network(self, estimator: Any) -> None:
+        """Run the network once on a blank input: a runtime's first run allocates its memory
+        and picks kernels (tens of milliseconds), which would otherwise delay the first frame
+        of every worker and drop the frames that arrive meanwhile."""
+        spec, backend = estimator.spec, estimator.backend
+        batch = np.zeros((1, 3, spec.input_height, spec.input_width), dtype=np.float32)
+        try:
+            if spec.mask_outputs:
+                backend.infer_all(batch)
+            else:
+                backend.infer(batch)
+        except Exception as exc:  # the first frame will report a real problem
+            self.get_logger().warning(f"warming the network up failed: {exc}")
 
     def _load_estimator(
         self, startup: dict[str, Any], workers: int, cores: int, quiet: bool = False

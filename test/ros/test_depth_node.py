@@ -507,6 +507,40 @@ class _SlowEstimator:
         return self._inner.predict(*args, **kwargs)
 
 
+def test_every_worker_runs_its_network_once_before_the_first_frame(
+    ros_env: Any, model_dir: Path, monkeypatch: Any
+) -> None:
+    """Each inference worker's network has run once by the time the node is up (a runtime's
+    first run is slow); a failing warm-up is a warning, not a refusal to start."""
+    from cloudypoints_ros.depth_node import DepthNode
+
+    warmed: list[tuple[int, int, int]] = []
+    real = DepthNode._warm_up_network
+
+    def spy(self: Any, estimator: Any) -> None:
+        calls: list[tuple[int, ...]] = []
+        infer = estimator.backend.infer
+        estimator.backend.infer = lambda batch: calls.append(batch.shape) or infer(batch)
+        real(self, estimator)
+        estimator.backend.infer = infer
+        warmed.extend(calls)
+
+    monkeypatch.setattr(DepthNode, "_warm_up_network", spy)
+    node, _ = ros_env.start_depth_node("/cp_warm", model_dir, {"inference_workers": 2})
+    spec = node._estimator.spec
+    assert warmed == [(1, 3, spec.input_height, spec.input_width)] * 2
+
+    class Broken:
+        spec = node._estimator.spec
+
+        class backend:  # noqa: N801 - a stand-in attribute namespace
+            @staticmethod
+            def infer(batch: Any) -> Any:
+                raise RuntimeError("no memory on the device")
+
+    real(node, Broken())  # logs a warning, raises nothing
+
+
 class _SkyEstimator:
     """The real facade with every pixel made invalid (a camera that sees only sky)."""
 
