@@ -2,14 +2,16 @@
 
 Data flow: a free inference worker takes the newest image from the subscription itself (the
 executor never touches it) -> message -> numpy (``conversions``) -> ``DepthEstimator.predict``
--> in-order hand-over (newest wins) -> publish thread: depth image, CameraInfo, PointCloud2
-(back-projected straight into the buffer the message hands to rclpy) and an optional colour
-map -> publishers. The executor only serves parameters, CameraInfo and diagnostics, so it stays
-responsive while the network runs. Newest wins at every stage (the DDS reader keeps the last two
-images and a worker takes only the newest, the hand-over keeps one finished frame), so under
+-> the same worker builds the depth image, CameraInfo, PointCloud2 (back-projected straight
+into the serialized message's bytes) and an optional colour map -> in-order hand-over (newest
+wins) -> the publish thread only sends them (where the middleware does not take serialized
+bytes, it builds the message objects too, into buffers reused from frame to frame). The
+executor only serves parameters, CameraInfo and diagnostics, so it stays responsive while the
+network runs. Newest wins at every stage (the DDS reader keeps the last two images and a worker
+takes only the newest, the hand-over keeps one finished frame), so under
 overload a frame waits behind at most one older frame per stage, never a queue; an image
-superseded in the reader is never taken nor deserialised; and the cloud of frame k is
-assembled while later frames are inferred. On a CPU two workers, each with
+superseded in the reader is never taken nor deserialised; and frame k is sent while later
+frames are inferred. On a CPU two workers, each with
 its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
 than one model on two threads (no synchronisation between the cores inside every layer, and
 nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
