@@ -1347,12 +1347,7 @@ class DepthNode(Node):
         clock = time.perf_counter
         try:
             t0 = clock()
-            if self._raw_out:
-                depth_msg: Image | bytes = conv.serialized_depth_image(depth, header)
-            else:
-                depth_msg = conv.depth_image_msg(
-                    depth, conv.copy_header(header), self._buffers["depth"]
-                )
+            depth_msg = self._image_out(depth, "32FC1", header, "depth")
             info = conv.camera_info_msg(d_intr, conv.copy_header(header))
             self._stats.stage("publish.depth_msg", clock() - t0)
             cloud = None
@@ -1365,17 +1360,20 @@ class DepthNode(Node):
                 lo = float(getattr(spec, "min_depth_m", 0.0))
                 hi = min(float(getattr(spec, "max_depth_m", 80.0)), opts.max_range_m)
                 colours = colorize_depth(depth, lo, hi if hi > lo else lo + 1.0)
-                colormap = (
-                    conv.serialized_image_msg(colours, "rgb8", header)
-                    if self._raw_out
-                    else conv.image_msg(
-                        colours, "rgb8", conv.copy_header(header), self._buffers["colormap"]
-                    )
-                )
+                colormap = self._image_out(colours, "rgb8", header, "colormap")
                 self._stats.stage("publish.colormap", clock() - t0)
         except CloudyPointsError as exc:
             raise _Rejected("output_error", str(exc)) from exc
         return _Outgoing(depth_msg, info, cloud, colormap)
+
+    def _image_out(
+        self, pixels: Any, encoding: str, header: conv.HeaderLike, output: str
+    ) -> Image | bytes:
+        """An output image as serialized bytes, or as a message object whose data is this
+        output's reused buffer."""
+        if self._raw_out:
+            return conv.serialized_image_msg(pixels, encoding, header)
+        return conv.image_msg(pixels, encoding, conv.copy_header(header), self._buffers[output])
 
     def _publish(self, item: _Inferred) -> None:
         """Send one frame's messages (built here unless a worker built them)."""
