@@ -312,55 +312,60 @@ _DA_V2_METRIC = {
     "outdoor": ("Virtual KITTI 2", 80.0, "vkitti"),
     "indoor": ("Hypersim", 20.0, "hypersim"),
 }
+
+
+def _da_v2_pth_preset(
+    name: str, summary: str, base: str, fields: dict[str, Any], source: str, licence: str
+) -> Preset:
+    """A ``.pth`` preset read with our own network: the conventions (spec, accuracy, speed) of
+    the ONNX preset ``base``, plus ``fields``."""
+    onnx = PRESETS[base]
+    return Preset(
+        name=name,
+        summary=summary,
+        weights_kinds=("pth",),
+        spec_fields={**onnx.spec_fields, "architecture": "depth_anything_v2", **fields},
+        default_input_size=(518, 266),
+        input_multiples=(14,),
+        card=CardFacts(
+            source=f"{source}, loaded strictly into CloudyPoints' own implementation and "
+            "exported to ONNX at a fixed size",
+            licence=licence,
+            accuracy=onnx.card.accuracy,
+        ),
+        speed=onnx.speed,
+    )
+
+
 for _size, (_enc, _params, _licence) in _DA_V2_CHECKPOINTS.items():
     register_preset(
-        Preset(
-            name=f"depth-anything-v2-{_size}",
-            summary=f"Depth Anything V2 {_size.capitalize()} ({_params} M) from the official "
+        _da_v2_pth_preset(
+            f"depth-anything-v2-{_size}",
+            f"Depth Anything V2 {_size.capitalize()} ({_params} M) from the official "
             f"depth_anything_v2_{_enc}.pth: affine-invariant inverse depth",
-            weights_kinds=("pth",),
-            spec_fields={
-                **PRESETS["depth-anything-v2-relative"].spec_fields,
-                "architecture": "depth_anything_v2",
-                "arch_config": {"encoder": _enc, "head": "relative"},
-            },
-            default_input_size=(518, 266),
-            input_multiples=(14,),
-            card=CardFacts(
-                source=f"Depth Anything V2 (https://github.com/DepthAnything/Depth-Anything-V2), "
-                f"checkpoint depth_anything_v2_{_enc}.pth (Hugging Face "
-                f"depth-anything/Depth-Anything-V2-{_size.capitalize()}), loaded strictly into "
-                "CloudyPoints' own implementation and exported to ONNX at a fixed size",
-                licence=_licence,
-                accuracy=PRESETS["depth-anything-v2-relative"].card.accuracy,
-            ),
-            speed=PRESETS["depth-anything-v2-relative"].speed,
+            "depth-anything-v2-relative",
+            {"arch_config": {"encoder": _enc, "head": "relative"}},
+            "Depth Anything V2 (https://github.com/DepthAnything/Depth-Anything-V2), "
+            f"checkpoint depth_anything_v2_{_enc}.pth (Hugging Face "
+            f"depth-anything/Depth-Anything-V2-{_size.capitalize()})",
+            _licence,
         )
     )
     for _place, (_data, _max, _infix) in _DA_V2_METRIC.items():
         register_preset(
-            Preset(
-                name=f"depth-anything-v2-metric-{_place}-{_size}",
-                summary=f"Depth Anything V2 {_size.capitalize()} metric {_place} ({_data}, "
+            _da_v2_pth_preset(
+                f"depth-anything-v2-metric-{_place}-{_size}",
+                f"Depth Anything V2 {_size.capitalize()} metric {_place} ({_data}, "
                 f"sigmoid x {_max:g} m) from depth_anything_v2_metric_{_infix}_{_enc}.pth",
-                weights_kinds=("pth",),
-                spec_fields={
-                    **PRESETS["depth-anything-v2-metric"].spec_fields,
-                    "architecture": "depth_anything_v2",
+                "depth-anything-v2-metric",
+                {
                     "arch_config": {"encoder": _enc, "head": "metric", "max_depth": _max},
                     "max_depth_m": _max,
                 },
-                default_input_size=(518, 266),
-                input_multiples=(14,),
-                card=CardFacts(
-                    source="Depth Anything V2 metric depth (https://github.com/DepthAnything/"
-                    f"Depth-Anything-V2/tree/main/metric_depth), checkpoint "
-                    f"depth_anything_v2_metric_{_infix}_{_enc}.pth, loaded strictly into "
-                    "CloudyPoints' own implementation and exported to ONNX at a fixed size",
-                    licence=_licence,
-                    accuracy=PRESETS["depth-anything-v2-metric"].card.accuracy,
-                ),
-                speed=PRESETS["depth-anything-v2-metric"].speed,
+                "Depth Anything V2 metric depth (https://github.com/DepthAnything/"
+                "Depth-Anything-V2/tree/main/metric_depth), checkpoint "
+                f"depth_anything_v2_metric_{_infix}_{_enc}.pth",
+                _licence,
             )
         )
 
