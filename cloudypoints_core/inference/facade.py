@@ -51,9 +51,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -277,17 +277,9 @@ class DepthEstimator:
                 f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}"
             )
         if isinstance(ground_plane, Mapping):
-            fields = dict(ground_plane)
-            try:
-                ground_plane = GroundPlaneConfig(**fields)
-            except TypeError as exc:
-                raise ConfigError(f"bad ground_plane options {fields}: {exc}") from exc
+            ground_plane = _options(GroundPlaneConfig, ground_plane, "ground_plane")
         if isinstance(affine_fit, Mapping):
-            fields = dict(affine_fit)
-            try:
-                affine_fit = AffineFitConfig(**fields)
-            except TypeError as exc:
-                raise ConfigError(f"bad affine_fit options {fields}: {exc}") from exc
+            affine_fit = _options(AffineFitConfig, affine_fit, "affine_fit")
         self.spec = spec
         self.package = package
         self.backend = backend
@@ -578,6 +570,18 @@ class DepthEstimator:
                 )
             self._fallbacks += 1
         return affine_to_depth(x, scale, shift), "fixed_scale", scale, shift, None
+
+
+C = TypeVar("C")
+
+
+def _options(config: Callable[..., C], values: Mapping[str, Any], what: str) -> C:
+    """``config(**values)``; ConfigError naming ``what`` for unknown or missing options."""
+    fields = dict(values)
+    try:
+        return config(**fields)
+    except TypeError as exc:
+        raise ConfigError(f"bad {what} options {fields}: {exc}") from exc
 
 
 def _uncrop(depth: npt.NDArray[np.float32], fit: InputFit) -> npt.NDArray[np.float32]:
