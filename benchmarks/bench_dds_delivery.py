@@ -30,48 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 PROFILE = ROOT / "config" / "fastdds_shm_large.xml"
 PARAMS = ROOT / "config" / "depth.yaml"
-
-
-def camera(width: int, height: int, frames: int, rate: float, reliable: bool) -> int:
-    """Subprocess entry: wait for the node, send the frames, print how many were published."""
-    import numpy as np
-    import rclpy
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header
-
-    from cloudypoints_core.data.synthcity import render_frame
-    from cloudypoints_ros import conversions as conv
-
-    rclpy.init()
-    node = Node("bench_camera")
-    qos = QoSProfile(
-        depth=10,  # image_transport's and most drivers' default history
-        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-    )
-    image_pub = node.create_publisher(Image, "/camera/image", qos)
-    info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos)
-    frame = render_frame(seed=5, width=width, height=height)
-    image = conv.image_msg(np.ascontiguousarray(frame.rgb), "rgb8", Header())
-    info = conv.camera_info_msg(frame.intrinsics, Header())
-    deadline = time.monotonic() + 60.0
-    while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2.0)  # discovery of every endpoint settles
-    next_t = time.monotonic()
-    for _ in range(frames):
-        stamp = time.time_ns()
-        image.header.stamp.sec, image.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-        info.header.stamp = image.header.stamp
-        info_pub.publish(info)
-        image_pub.publish(image)
-        next_t += 1.0 / rate
-        time.sleep(max(0.0, next_t - time.monotonic()))
-    time.sleep(3.0)  # reliable writers finish resending before the process goes
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
+#: The camera process: a plain rclpy publisher, as a driver would be (shared with the tests).
+CAMERA = ROOT / "test" / "ros" / "camera_publisher.py"
 
 
 class DiagnosticsReader:
@@ -146,9 +106,9 @@ def run_case(
         deadline = time.monotonic() + 60.0
         while not reader.values and time.monotonic() < deadline:
             reader.spin_for(0.5)
-        cam_cmd = [sys.executable, str(Path(__file__).resolve()), "--camera"]
-        cam_cmd += [f"{size[0]}x{size[1]}", str(args.frames), str(args.rate), str(int(rel))]
-        cam = subprocess.Popen(cam_cmd, env=cam_env)
+        cam_cmd = [sys.executable, str(CAMERA), f"{size[0]}x{size[1]}", str(args.frames)]
+        cam_cmd += [str(args.rate), "reliable" if rel else "best_effort"]
+        cam = subprocess.Popen(cam_cmd, env=cam_env, stdout=subprocess.DEVNULL)
         while cam.poll() is None:
             reader.spin_for(0.5)
         reader.spin_for(2.5)  # two more reports after the last frame
@@ -163,9 +123,6 @@ def run_case(
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--camera":
-        w, h = (int(v) for v in sys.argv[2].split("x"))
-        return camera(w, h, int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="640x480,1024x512")
     parser.add_argument("--frames", type=int, default=30)
