@@ -89,6 +89,7 @@ from cloudypoints_ros import conversions as conv
 from cloudypoints_ros.conversions import CameraInfo, CompressedImage, Image, PointCloud2
 from cloudypoints_ros.mailbox import StampCache
 from cloudypoints_ros.qos import CAMERA_INFO_QUEUE_DEPTH, input_qos, output_qos
+from cloudypoints_ros.rcl_direct import direct_publisher
 from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -678,6 +679,8 @@ class DepthNode(Node):
                 "publishing message objects: this middleware does not read the serialized "
                 "form written by cloudypoints_ros.conversions"
             )
+        # Serialized bytes go to rcl directly, without holding the GIL (rcl_direct).
+        self._direct = direct_publisher() if self._raw_out else None
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
@@ -1380,19 +1383,28 @@ class DepthNode(Node):
         out = item.outgoing if item.outgoing is not None else self._build(item)
         clock = time.perf_counter
         t0 = clock()
-        self._pub_depth.publish(out.depth)
+        self._send(self._pub_depth, out.depth)
         self._pub_info.publish(out.info)
         t1 = clock()
         self._stats.stage("publish.depth_send", t1 - t0)
         if out.cloud is not None:
-            self._pub_points.publish(out.cloud)  # rclpy copies (and serialises) here
+            self._send(self._pub_points, out.cloud)
             self._stats.stage("publish.cloud_send", clock() - t1)
         if out.colormap is not None:
-            self._pub_colormap.publish(out.colormap)
+            self._send(self._pub_colormap, out.colormap)
         now_ns = self.get_clock().now().nanoseconds
         latency = (now_ns - item.stamp_ns) / 1e9
         latency_s = latency if 0.0 <= latency <= _PLAUSIBLE_LATENCY_S else None
         self._stats.frame_out(latency_s, time.monotonic() - item.job.received_s)
+
+    def _send(self, publisher: Any, msg: Any) -> None:
+        """Publish serialized bytes straight through rcl, with the GIL released where possible
+        (``rcl_direct``: the inference workers keep running while the middleware copies
+        megabytes), or a message object (rclpy converts and serialises it)."""
+        if self._direct is not None and isinstance(msg, bytes):
+            self._direct.publish(publisher, msg)
+        else:
+            publisher.publish(msg)
 
     def _build_cloud(self, item: _Inferred) -> PointCloud2 | bytes:
         """Back-project straight into the message's data: the serialized message's own bytes,

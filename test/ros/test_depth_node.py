@@ -152,21 +152,27 @@ def test_point_cloud_is_the_back_projection_of_the_published_depth(
 
 
 def test_message_objects_and_serialized_publishing_send_the_same_frames(
-    ros_env: Any, model_dir: Path, probe: Any, frames: list[Any], monkeypatch: Any
+    ros_env: Any, model_dir: Path, node: Any, probe: Any, frames: list[Any], monkeypatch: Any
 ) -> None:
-    """The node publishes bytes it serialized itself; where the middleware would not read them
-    back (``raw_publishing_works`` false) it publishes message objects: both deliver the same
-    depth, CameraInfo, cloud and colour map."""
+    """The node publishes bytes it serialized itself, straight through rcl with the GIL
+    released (``rcl_direct``), else through rclpy's ``publish``; where the middleware would
+    not read them back (``raw_publishing_works`` false) it publishes message objects. All three
+    deliver the same depth, CameraInfo, cloud and colour map."""
     from cloudypoints_ros import conversions as conv
+    from cloudypoints_ros import depth_node
 
     assert conv.raw_publishing_works()
+    assert node._raw_out and node._direct is not None
+    monkeypatch.setattr(depth_node, "direct_publisher", lambda: None)
+    rclpy_node, rclpy_probe = ros_env.start_depth_node("/cp_rclpy_raw", model_dir)
+    assert rclpy_node._raw_out and rclpy_node._direct is None
     monkeypatch.setattr(conv, "raw_publishing_works", lambda: False)
     objects_node, objects_probe = ros_env.start_depth_node("/cp_objects", model_dir)
     assert objects_node._raw_out is False
     frame = frames[2]
     topics = ("depth/image", "depth/camera_info", "points", "depth/colormap")
     got = []
-    for p in (probe, objects_probe):
+    for p in (probe, rclpy_probe, objects_probe):
         stamp = _stamp()
         got.append(
             p.request(
@@ -175,12 +181,13 @@ def test_message_objects_and_serialized_publishing_send_the_same_frames(
                 topics=topics,
             )
         )
-    serialized, objects = got
-    for topic in topics:
-        a, b = serialized[topic], objects[topic]
-        b.header.stamp = a.header.stamp  # each request had its own stamp
-        assert a == b, topic
-    assert len(serialized["points"].data) > 0
+    direct = got[0]
+    for other in got[1:]:
+        for topic in topics:
+            a, b = direct[topic], other[topic]
+            b.header.stamp = a.header.stamp  # each request had its own stamp
+            assert a == b, topic
+    assert len(direct["points"].data) > 0
 
 
 def _encode(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
