@@ -89,7 +89,7 @@ from cloudypoints_ros import conversions as conv
 from cloudypoints_ros.conversions import CameraInfo, CompressedImage, Image, PointCloud2
 from cloudypoints_ros.mailbox import StampCache
 from cloudypoints_ros.qos import CAMERA_INFO_QUEUE_DEPTH, input_qos, output_qos
-from cloudypoints_ros.rcl_direct import direct_publisher
+from cloudypoints_ros.rcl_direct import SerializedTaker, direct_publisher, serialized_taker
 from cloudypoints_ros.stats import NodeStats, ReasonThrottle, StatsSnapshot
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -1007,11 +1007,12 @@ class DepthNode(Node):
         return self._stats
 
     # ------------------------------------------------------------------------------ callbacks
-    def _pull(self, wait_set: Any) -> _Job | None:
+    def _pull(self, wait_set: Any, taker: SerializedTaker | None = None) -> _Job | None:
         """The newest image of the subscription, waiting up to _PULL_WAIT_S for one; None if
         none came. Called by a free worker: images that arrived meanwhile and were superseded
         in the DDS reader's keep-last queue were never taken (counted as ``skipped`` from the
-        publishers' sequence numbers)."""
+        publishers' sequence numbers). Serialized images are taken through ``taker`` (the
+        worker's, GIL released: rcl_direct) where there is one."""
         if not self._pull_lock.acquire(timeout=_PULL_WAIT_S):
             return None  # another worker is taking the image
         try:
@@ -1030,7 +1031,11 @@ class DepthNode(Node):
                 if sub.handle.pointer not in wait_set.get_ready_entities("subscription"):
                     return None
                 # The queue keeps the last two: take until empty so the newest is inferred.
-                while (more := sub.handle.take_message(sub.msg_type, sub.raw)) is not None:
+                while (
+                    more := taker.take(sub)
+                    if taker is not None and sub.raw
+                    else sub.handle.take_message(sub.msg_type, sub.raw)
+                ) is not None:
                     if taken is not None:
                         self._stats.frame_in()
                         self._stats.frames_dropped()  # superseded before it was read
@@ -1160,6 +1165,16 @@ class DepthNode(Node):
         if context is None:  # already shut down
             return
         wait_set = _rclpy.WaitSet(1, 0, 0, 0, 0, 0, context)
+        taker = serialized_taker()
+        try:
+            self._infer_frames(estimator, worker, wait_set, taker)
+        finally:
+            if taker is not None:
+                taker.close()
+
+    def _infer_frames(
+        self, estimator: Any, worker: int, wait_set: Any, taker: SerializedTaker | None
+    ) -> None:
         while not self._closing:
             if not self._gate.may_start(worker):
                 time.sleep(0.05)  # the other workers take the frames meanwhile
@@ -1167,7 +1182,7 @@ class DepthNode(Node):
             if not self._done.wait_for_room(timeout=0.5):
                 continue
             try:
-                job = self._pull(wait_set)
+                job = self._pull(wait_set, taker)
             except Exception as exc:  # e.g. the context shut down under the worker
                 if self._closing:
                     return

@@ -14,6 +14,13 @@ It needs nothing but the librcl that rclpy itself has loaded, and only rcl's sta
 publisher pointer rclpy exposes (``Publisher.handle.pointer``) held in use for the call, like
 rclpy does. Where that library cannot be found, :func:`direct_publisher` returns None and the
 caller publishes through rclpy. ``CLOUDYPOINTS_NO_DIRECT_PUBLISH=1`` turns it off.
+
+Taking is the same story in reverse: rclpy's ``take_message(raw=True)`` holds the GIL while the
+middleware copies the serialized image out and while it copies it once more into ``bytes``.
+:class:`SerializedTaker` takes into a buffer it keeps from frame to frame and copies the message
+into ``bytes`` with the GIL released. It reads the publisher's sequence number and GID from
+``rmw_message_info_t`` (rmw/types.h: two timestamps, the publication and reception sequence
+numbers, then the GID), so the node still counts skipped images.
 """
 
 from __future__ import annotations
@@ -24,10 +31,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DirectPublisher", "direct_publisher"]
+__all__ = ["DirectPublisher", "SerializedTaker", "direct_publisher", "serialized_taker"]
 
-#: rcl_ret_t of success.
+#: rcl_ret_t of success, and of a take that found no message.
 _RCL_RET_OK = 0
+_RCL_RET_SUBSCRIPTION_TAKE_FAILED = 401
+#: rmw's GID bytes (RMW_GID_STORAGE_SIZE since Iron; Humble's were 24, and the spare bytes of
+#: _MessageInfo keep such a layout inside the struct).
+_GID_SIZE = 16
 
 
 class _Allocator(ctypes.Structure):
@@ -50,6 +61,29 @@ class _SerializedMessage(ctypes.Structure):
         ("buffer_length", ctypes.c_size_t),
         ("buffer_capacity", ctypes.c_size_t),
         ("allocator", _Allocator),
+    ]
+
+
+class _Gid(ctypes.Structure):
+    """rmw_gid_t."""
+
+    _fields_ = [
+        ("implementation_identifier", ctypes.c_void_p),
+        ("data", ctypes.c_uint8 * _GID_SIZE),
+    ]
+
+
+class _MessageInfo(ctypes.Structure):
+    """rmw_message_info_t (rmw/types.h), with spare room after it."""
+
+    _fields_ = [
+        ("source_timestamp", ctypes.c_int64),
+        ("received_timestamp", ctypes.c_int64),
+        ("publication_sequence_number", ctypes.c_uint64),
+        ("reception_sequence_number", ctypes.c_uint64),
+        ("publisher_gid", _Gid),
+        ("from_intra_process", ctypes.c_bool),
+        ("_spare", ctypes.c_uint8 * 64),
     ]
 
 
@@ -98,25 +132,124 @@ class DirectPublisher:
             )
 
 
-_CACHED: list[DirectPublisher | None] = []
+class _Libraries:
+    """librcl and librcutils as rclpy loaded them, with the signatures used here."""
+
+    def __init__(self, rcl: ctypes.CDLL, rcutils: ctypes.CDLL) -> None:
+        self.rcl, self.rcutils = rcl, rcutils
+        take = rcl.rcl_take_serialized_message
+        take.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(_SerializedMessage),
+            ctypes.POINTER(_MessageInfo),
+            ctypes.c_void_p,
+        ]
+        take.restype = ctypes.c_int
+        self.take = take
+        allocator = rcutils.rcutils_get_default_allocator
+        allocator.argtypes, allocator.restype = [], _Allocator
+        self.default_allocator = allocator
+        init = rcutils.rcutils_uint8_array_init
+        init.argtypes = [
+            ctypes.POINTER(_SerializedMessage),
+            ctypes.c_size_t,
+            ctypes.POINTER(_Allocator),
+        ]
+        init.restype = ctypes.c_int
+        self.array_init = init
+        fini = rcutils.rcutils_uint8_array_fini
+        fini.argtypes, fini.restype = [ctypes.POINTER(_SerializedMessage)], ctypes.c_int
+        self.array_fini = fini
+        self.reset_error = rcutils.rcutils_reset_error
 
 
-def direct_publisher() -> DirectPublisher | None:
-    """The process's :class:`DirectPublisher`, or None where rcl cannot be called directly
-    (no librcl found, a symbol missing, or ``CLOUDYPOINTS_NO_DIRECT_PUBLISH=1``). Call it
-    after rclpy is imported (so that librcl is loaded)."""
+class SerializedTaker:
+    """``take(subscription)``: the next serialized message of ``subscription`` (an rclpy
+    Subscription) as ``bytes`` with its message info (the keys rclpy's raw take gives that the
+    node reads), or None when there is none; through rcl, with the GIL released for both
+    copies. One per thread: the buffer is reused from take to take. ``close`` frees it."""
+
+    def __init__(self, libs: _Libraries, capacity: int = 1 << 20) -> None:
+        from cloudypoints_ros.conversions import _new_bytes
+
+        self._libs = libs
+        self._new_bytes = _new_bytes
+        self._message = _SerializedMessage()
+        self._info = _MessageInfo()
+        allocator = libs.default_allocator()
+        if libs.array_init(ctypes.byref(self._message), capacity, ctypes.byref(allocator)) != 0:
+            libs.reset_error()
+            raise MemoryError(f"could not allocate a {capacity}-byte take buffer")
+        self._open = True
+
+    def take(self, subscription: Any) -> tuple[bytes, dict[str, Any]] | None:
+        if not self._open:
+            raise RuntimeError("SerializedTaker.take after close")
+        handle = subscription.handle
+        with handle:  # in use: rclpy defers a concurrent destroy until the call returns
+            ret = self._libs.take(
+                handle.pointer, ctypes.byref(self._message), ctypes.byref(self._info), None
+            )
+        if ret == _RCL_RET_SUBSCRIPTION_TAKE_FAILED:
+            self._libs.reset_error()
+            return None
+        if ret != _RCL_RET_OK:
+            self._libs.reset_error()
+            raise RuntimeError(
+                f"rcl_take_serialized_message failed on {subscription.topic_name} "
+                f"(rcl_ret_t {ret})"
+            )
+        size = int(self._message.buffer_length)
+        if size < 4:  # not even CDR's encapsulation header
+            raise RuntimeError(f"{subscription.topic_name}: took a {size}-byte message")
+        blob, view = self._new_bytes(size)
+        ctypes.memmove(view.ctypes.data, self._message.buffer, size)  # GIL released
+        del view
+        info = self._info
+        return blob, {
+            "publication_sequence_number": int(info.publication_sequence_number),
+            "reception_sequence_number": int(info.reception_sequence_number),
+            "publisher_gid": {"data": bytes(info.publisher_gid.data)},
+        }
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._libs.array_fini(ctypes.byref(self._message))
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_CACHED: list[_Libraries | None] = []
+
+
+def _libraries() -> _Libraries | None:
+    """rcl's libraries (None where they cannot be called directly, or with
+    ``CLOUDYPOINTS_NO_DIRECT_PUBLISH=1``). After rclpy is imported (it loads them)."""
     if os.environ.get("CLOUDYPOINTS_NO_DIRECT_PUBLISH", "") not in ("", "0"):
         return None
     if not _CACHED:
-        found: DirectPublisher | None = None
-        rcl_path = _loaded_library("librcl.so")
-        if rcl_path:
+        found: _Libraries | None = None
+        rcl_path, rcutils_path = _loaded_library("librcl.so"), _loaded_library("librcutils.so")
+        if rcl_path and rcutils_path:
             try:
-                rcutils_path = _loaded_library("librcutils.so")
-                found = DirectPublisher(
-                    ctypes.CDLL(rcl_path), ctypes.CDLL(rcutils_path) if rcutils_path else None
-                )
+                found = _Libraries(ctypes.CDLL(rcl_path), ctypes.CDLL(rcutils_path))
             except (OSError, AttributeError):
                 found = None
         _CACHED.append(found)
     return _CACHED[0]
+
+
+def direct_publisher() -> DirectPublisher | None:
+    """A :class:`DirectPublisher`, or None where rcl cannot be called directly (no librcl
+    found, a symbol missing, or ``CLOUDYPOINTS_NO_DIRECT_PUBLISH=1``)."""
+    libs = _libraries()
+    return None if libs is None else DirectPublisher(libs.rcl, libs.rcutils)
+
+
+def serialized_taker() -> SerializedTaker | None:
+    """A new :class:`SerializedTaker` (one per thread), or None as for
+    :func:`direct_publisher`."""
+    libs = _libraries()
+    return None if libs is None else SerializedTaker(libs)
