@@ -1,23 +1,23 @@
 """The ``cloudypoints_depth`` node: camera images in, metric depth, CameraInfo and clouds out.
 
 Data flow: a free inference worker takes the newest image from the subscription itself (the
-executor never touches it) -> message -> numpy (``conversions``) -> ``DepthEstimator.predict``
--> the same worker builds the depth image, CameraInfo, PointCloud2 (back-projected straight
-into the serialized message's bytes) and an optional colour map -> in-order hand-over (newest
-wins) -> the publish thread only sends them (where the middleware does not take serialized
-bytes, it builds the message objects too, into buffers reused from frame to frame). The
-executor only serves parameters, CameraInfo and diagnostics, so it stays responsive while the
-network runs. Newest wins at every stage (the DDS reader keeps the last two images and a worker
-takes only the newest, the hand-over keeps one finished frame), so under
-overload a frame waits behind at most one older frame per stage, never a queue; an image
-superseded in the reader is never taken nor deserialised; and frame k is sent while later
-frames are inferred. On a CPU two workers, each with
-its own copy of the model on one thread, infer two frames at once: about a quarter more frames/s
-than one model on two threads (no synchronisation between the cores inside every layer, and
-nothing to stall when the DDS and publishing threads take a core for a moment), at the price of
-a longer latency per frame (``inference_workers: 1`` for the shortest). Outputs keep the order
-of the inputs. When the workers only compete for the cores (two at once make each frame much
-slower, e.g. under a flood of images), :class:`_WorkerGate` lets one of them run.
+executor never touches it) -> message -> numpy (``conversions``) -> ``DepthEstimator.predict`` ->
+the same worker builds the depth image, CameraInfo, PointCloud2 (back-projected straight into the
+serialized message's bytes) and an optional colour map -> in-order hand-over (newest wins) -> the
+same worker sends every frame now next in order, through rcl with the GIL released
+(``rcl_direct``); where the middleware does not take serialized bytes, a publish thread builds
+message objects into buffers reused from frame to frame and sends them. The executor only serves
+parameters, CameraInfo and diagnostics, so it stays responsive while the network runs. Newest wins
+at every stage (the DDS reader keeps the last two images and a worker takes only the newest, the
+hand-over keeps one finished frame), so under overload a frame waits behind at most one older frame
+per stage, never a queue; an image superseded in the reader is never taken nor deserialised; and
+frame k is sent while later frames are inferred. On a CPU two workers, each with its own copy of
+the model on one thread, infer two frames at once: about a quarter more frames/s than one model on
+two threads (no synchronisation between the cores inside every layer, and nothing to stall when the
+DDS and publishing threads take a core for a moment), at the price of a longer latency per frame
+(``inference_workers: 1`` for the shortest). Outputs keep the order of the inputs. When the workers
+only compete for the cores (two at once make each frame much slower, e.g. under a flood of images),
+:class:`_WorkerGate` lets one of them run.
 
 Topics (relative, so namespaces and remappings apply): ``image`` (or ``image/compressed`` with
 ``input_transport: compressed``), ``camera_info`` in; ``depth/image``, ``depth/camera_info``,
@@ -383,8 +383,8 @@ class _PulledByWorkers(CallbackGroup):
 
 
 class _InOrder(Generic[T]):
-    """Finished frames from the inference workers to the publish thread: in order of arrival,
-    newest wins.
+    """Finished frames from the inference workers to publishing (the worker that finished the
+    oldest running frame, or the publish thread): in order of arrival, newest wins.
 
     A worker calls ``start(seq)`` when it takes a frame and ``finish(seq, item)`` when done
     (``item`` None if the frame was rejected). ``get`` returns the oldest finished item once no
@@ -681,6 +681,11 @@ class DepthNode(Node):
             )
         # Serialized bytes go to rcl directly, without holding the GIL (rcl_direct).
         self._direct = direct_publisher() if self._raw_out else None
+        # Serialized messages are built by the worker of each frame, which then also sends the
+        # frames now next in order, one worker at a time (_publish_ready). Message objects
+        # reuse one set of buffers: a publish thread builds and sends them (_publish_loop).
+        self._workers_publish = self._raw_out
+        self._send_lock = threading.Lock()
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
         out = output_qos()
@@ -728,9 +733,12 @@ class DepthNode(Node):
             )
             for i, est in enumerate(self._estimators)
         ]
-        self._workers.append(
-            threading.Thread(target=self._publish_loop, name=f"{NODE_NAME}_publish", daemon=True)
-        )
+        if not self._workers_publish:
+            self._workers.append(
+                threading.Thread(
+                    target=self._publish_loop, name=f"{NODE_NAME}_publish", daemon=True
+                )
+            )
         for worker in self._workers:
             worker.start()
         self.get_logger().info(
@@ -1203,32 +1211,45 @@ class DepthNode(Node):
                 self._gate.end(time.perf_counter() - t0, token)
                 if item is not None and self._raw_out:
                     # Serialized messages have buffers of their own: the workers build them in
-                    # parallel and the publish thread, the one serial stage, only sends. Under
-                    # overload it then keeps up, so finished frames no longer supersede each
-                    # other at the hand-over (measured: p99 1.8-1.9x the single-frame time
-                    # instead of 2.0-2.5x) at about 5 % of the frames/s when saturated
-                    # (benchmarks/bench_node.py).
+                    # parallel (and send them, _publish_ready), so no single thread is the
+                    # serial stage of the pipeline (benchmarks/bench_node.py).
                     item = self._guarded(self._prepare, item)
                 # Also for a rejected frame, so that it never holds back later ones.
                 for _ in range(self._done.finish(job.seq, item)):
                     self._stats.frames_dropped()  # superseded by a newer finished frame
+                if self._workers_publish:
+                    self._publish_ready()
                 # The input watchdog counts only time a worker was free to take an image.
                 self._last_image_s = time.monotonic()
 
     def _publish_loop(self) -> None:
+        """The publish thread (message objects): sends finished frames in order."""
         while not self._closing:
             item = self._done.get(timeout=0.5)
-            if item is None:
-                continue
-            if item.job.seq < self._last_published:
-                # Overtaken by a newer frame (a worker took it an instant after another took
-                # a newer one): publishing it now would send time backwards.
-                self._stats.frames_dropped()
-                continue
-            self._last_published = item.job.seq
-            t0 = time.perf_counter()
-            self._guarded(self._publish, item)
-            self._stats.stage("publish", time.perf_counter() - t0)
+            if item is not None:
+                self._publish_next(item)
+
+    def _publish_ready(self) -> None:
+        """Serialized messages: the worker that just finished a frame sends every finished
+        frame now next in order (its own, and newer ones that waited for it), one worker at a
+        time. A newer frame finished while an older one still runs waits in ``_done`` for the
+        worker of the older one. No hand-over to another thread: under overload that wake-up
+        and the queue behind a busy publish thread were a millisecond at the median and
+        several at p99."""
+        with self._send_lock:
+            while (item := self._done.get(timeout=0.0)) is not None:
+                self._publish_next(item)
+
+    def _publish_next(self, item: _Inferred) -> None:
+        if item.job.seq < self._last_published:
+            # Overtaken by a newer frame (a worker took it an instant after another took
+            # a newer one): publishing it now would send time backwards.
+            self._stats.frames_dropped()
+            return
+        self._last_published = item.job.seq
+        t0 = time.perf_counter()
+        self._guarded(self._publish, item)
+        self._stats.stage("publish", time.perf_counter() - t0)
 
     def _guarded(self, stage: Any, arg: Any) -> Any:
         """Run one stage for one frame; a failure drops the frame (counted), never the node."""
