@@ -45,6 +45,7 @@ __all__ = [
     "camera_info_msg",
     "CloudWriter",
     "raw_publishing_works",
+    "stamp_from_cdr",
     "serialized_depth_image",
     "serialized_image",
     "serialized_image_msg",
@@ -254,6 +255,16 @@ class _CdrReader:
         view = np.frombuffer(self.data, dtype=np.uint8, count=size, offset=self.pos)
         self.pos += size
         return view
+
+
+def stamp_from_cdr(data: bytes) -> int | None:
+    """``header.stamp`` in nanoseconds of a serialized message that starts with a
+    std_msgs/Header (Image, CameraInfo, PointCloud2, ...), None if the bytes do not say."""
+    order = _PLAIN_CDR.get(bytes(data[:2]))
+    if order is None or len(data) < 12:
+        return None
+    r = _CdrReader(data, order)
+    return r.i32() * 1_000_000_000 + r.u32()
 
 
 def image_from_cdr(data: bytes) -> Image | RawImage:

@@ -77,6 +77,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 
 from cloudypoints_core.errors import CloudyPointsError, ConfigError, InputError, ScaleError
 from cloudypoints_core.geometry import Intrinsics, resize_image
@@ -355,10 +356,21 @@ class _Job:
     seq: int  # order of arrival; outputs are published in this order
 
 
+@dataclass(frozen=True)
+class _WorkerIO:
+    """An inference worker's own means of taking messages: a wait set and (where rcl can be
+    called directly) a taker with its reusable buffer."""
+
+    wait_set: Any
+    taker: SerializedTaker | None
+
+
 T = TypeVar("T")
 
 #: Seconds a worker waits for an image before it checks again whether the node is closing.
 _PULL_WAIT_S = 0.2
+#: Longest single wait for a CameraInfo (the whole wait is camera_info_wait_s).
+_INFO_SLICE_S = 0.002
 #: rmw's value for a sequence number the middleware does not provide.
 _SEQUENCE_UNSUPPORTED = 2**64 - 1
 
@@ -635,7 +647,9 @@ class DepthNode(Node):
         self._pull_lock = threading.Lock()
         self._pulled_group = _PulledByWorkers()
         self._last_seq: dict[bytes, int] = {}  # publication sequence number per publisher
-        self._infos: StampCache[CameraInfo] = StampCache()
+        # Serialized CameraInfo messages by stamp, taken by the workers (_take_infos).
+        self._infos: StampCache[bytes] = StampCache()
+        self._info_lock = threading.Lock()
         self._started_s = time.monotonic()
         self._stamps_match = True
         self._closing = False
@@ -712,11 +726,16 @@ class DepthNode(Node):
         self._match_reliability = bool(startup["match_input_reliability"]) and not reliable
         if self._match_reliability:
             self._qos_timer = self.create_timer(1.0, self._match_input_reliability)
+        # Taken by the workers too, only when they need one (_camera_info): at the camera's
+        # rate through the executor, each cost a wake-up and a deserialisation under the GIL,
+        # most of them for images that newest-wins never takes.
         self._info_sub = self.create_subscription(
             CameraInfo,
             "camera_info",
-            self._on_camera_info,
+            _never_called,
             input_qos(reliable, depth=CAMERA_INFO_QUEUE_DEPTH),
+            callback_group=self._pulled_group,
+            raw=True,
         )
         self._stats_timer = self.create_timer(float(startup["stats_period_s"]), self._report)
         # Registered last: declaring parameters also runs these callbacks.
@@ -1015,12 +1034,13 @@ class DepthNode(Node):
         return self._stats
 
     # ------------------------------------------------------------------------------ callbacks
-    def _pull(self, wait_set: Any, taker: SerializedTaker | None = None) -> _Job | None:
+    def _pull(self, io: _WorkerIO) -> _Job | None:
         """The newest image of the subscription, waiting up to _PULL_WAIT_S for one; None if
         none came. Called by a free worker: images that arrived meanwhile and were superseded
         in the DDS reader's keep-last queue were never taken (counted as ``skipped`` from the
-        publishers' sequence numbers). Serialized images are taken through ``taker`` (the
-        worker's, GIL released: rcl_direct) where there is one."""
+        publishers' sequence numbers). Serialized images are taken through the worker's taker
+        (GIL released: rcl_direct) where there is one."""
+        wait_set, taker = io.wait_set, io.taker
         if not self._pull_lock.acquire(timeout=_PULL_WAIT_S):
             return None  # another worker is taking the image
         try:
@@ -1072,8 +1092,33 @@ class DepthNode(Node):
         if last is not None and seq > last + 1:
             self._stats.frames_skipped(seq - last - 1)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._infos.add(conv.stamp_to_ns(msg.header.stamp), msg)
+    def _take_infos(self, taker: SerializedTaker | None) -> None:
+        """Move the CameraInfo messages that arrived into the stamp cache (serialized: only
+        the one a frame uses is deserialised)."""
+        sub = self._info_sub
+        with self._info_lock, sub.handle:
+            while (
+                got := taker.take(sub)
+                if taker is not None
+                else sub.handle.take_message(sub.msg_type, True)
+            ) is not None:
+                stamp = conv.stamp_from_cdr(got[0])
+                if stamp is not None:
+                    self._infos.add(stamp, got[0])
+
+    def _camera_info(self, stamp_ns: int, wait_s: float, io: _WorkerIO) -> bytes | None:
+        """The serialized CameraInfo with ``stamp_ns``, waiting up to ``wait_s`` for it."""
+        self._take_infos(io.taker)
+        info = self._infos.lookup(stamp_ns)
+        deadline = time.monotonic() + wait_s
+        while info is None and (remaining := deadline - time.monotonic()) > 0:
+            # Short slices: another worker may take it meanwhile (then it is in the cache).
+            io.wait_set.clear_entities()
+            io.wait_set.add_subscription(self._info_sub.handle)
+            io.wait_set.wait(int(min(remaining, _INFO_SLICE_S) * 1e9))
+            self._take_infos(io.taker)
+            info = self._infos.lookup(stamp_ns)
+        return info
 
     def _on_set_parameters(self, params: Sequence[Parameter]) -> SetParametersResult:
         values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
@@ -1172,17 +1217,14 @@ class DepthNode(Node):
         context = self.context.handle
         if context is None:  # already shut down
             return
-        wait_set = _rclpy.WaitSet(1, 0, 0, 0, 0, 0, context)
-        taker = serialized_taker()
+        io = _WorkerIO(_rclpy.WaitSet(1, 0, 0, 0, 0, 0, context), serialized_taker())
         try:
-            self._infer_frames(estimator, worker, wait_set, taker)
+            self._infer_frames(estimator, worker, io)
         finally:
-            if taker is not None:
-                taker.close()
+            if io.taker is not None:
+                io.taker.close()
 
-    def _infer_frames(
-        self, estimator: Any, worker: int, wait_set: Any, taker: SerializedTaker | None
-    ) -> None:
+    def _infer_frames(self, estimator: Any, worker: int, io: _WorkerIO) -> None:
         while not self._closing:
             if not self._gate.may_start(worker):
                 time.sleep(0.05)  # the other workers take the frames meanwhile
@@ -1190,7 +1232,7 @@ class DepthNode(Node):
             if not self._done.wait_for_room(timeout=0.5):
                 continue
             try:
-                job = self._pull(wait_set, taker)
+                job = self._pull(io)
             except Exception as exc:  # e.g. the context shut down under the worker
                 if self._closing:
                     return
@@ -1204,7 +1246,7 @@ class DepthNode(Node):
             token = self._gate.begin()
             t0 = time.perf_counter()
             try:
-                item = self._guarded(self._infer, (job, estimator))
+                item = self._guarded(self._infer, (job, estimator, io))
                 if item is not None:
                     self._stats.stage("infer", time.perf_counter() - t0)
             finally:
@@ -1285,11 +1327,12 @@ class DepthNode(Node):
             self.get_logger().warning(f"{detail}{more}")
 
     def _intrinsics_for(
-        self, stamp_ns: int, width: int, height: int, opts: FrameOptions
+        self, stamp_ns: int, width: int, height: int, opts: FrameOptions, io: _WorkerIO
     ) -> Intrinsics:
         wait = opts.camera_info_wait_s if self._stamps_match else 0.0
-        info = self._infos.lookup(stamp_ns, wait)
-        if info is not None:
+        found = self._camera_info(stamp_ns, wait, io)
+        info: CameraInfo | None = None
+        if found is not None:
             self._stamps_match = True
         else:
             latest = self._infos.latest()
@@ -1302,7 +1345,12 @@ class DepthNode(Node):
                     f"no CameraInfo with the image's stamp {stamp_ns} ns; using the latest "
                     f"(stamp {latest[0]} ns)",
                 )
-                info = latest[1]
+                found = latest[1]
+        if found is not None:
+            try:
+                info = deserialize_message(found, CameraInfo)
+            except Exception as exc:  # bytes the middleware delivered but cannot read
+                raise _Rejected("bad_camera_info", f"{type(exc).__name__}: {exc}") from exc
         if info is None:
             return self._fallback_intrinsics(width, height, opts)
         try:
@@ -1343,8 +1391,8 @@ class DepthNode(Node):
         )
         return intr
 
-    def _infer(self, work: tuple[_Job, Any]) -> _Inferred:
-        job, estimator = work
+    def _infer(self, work: tuple[_Job, Any, _WorkerIO]) -> _Inferred:
+        job, estimator, io = work
         msg = conv.image_from_cdr(job.msg) if isinstance(job.msg, bytes) else job.msg
         try:
             rgb = conv.msg_to_rgb(msg)
@@ -1353,7 +1401,7 @@ class DepthNode(Node):
         height, width = rgb.shape[:2]
         opts = self._frame_options()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
-        intr = self._intrinsics_for(stamp_ns, width, height, opts)
+        intr = self._intrinsics_for(stamp_ns, width, height, opts, io)
         mounting: dict[str, Any] = {}
         if self._output_kind != "metric_depth":
             height, pitch = self._mounting(str(msg.header.frame_id), opts)

@@ -268,6 +268,30 @@ def test_camera_info_is_paired_by_stamp(
     assert int(status["warning.camera_info_stamp_mismatch"]) >= 1
 
 
+def test_a_camera_info_later_than_its_image_is_waited_for(
+    ros_env: Any, model_dir: Path, frames: list[Any]
+) -> None:
+    """The worker that took the image takes the CameraInfo messages itself: one that arrives
+    after its image (within camera_info_wait_s) is still the one used, not the latest."""
+    node, probe = ros_env.start_depth_node("/cp_late_info", model_dir, {"camera_info_wait_s": 1.0})
+    frame = frames[0]
+    own = frame.intrinsics
+    other = replace(own, fx_px=own.fx_px * 1.5, fy_px=own.fy_px * 1.5)
+    first = _stamp()
+    got = probe.request(
+        raw_image(frame.rgb, "rgb8", first), camera_info(other, first), ("depth/camera_info",)
+    )
+    assert got["depth/camera_info"].k[0] == pytest.approx(other.fx_px)
+    stamp = _stamp()
+    probe.image_pub.publish(raw_image(frame.rgb, "rgb8", stamp))
+    time.sleep(0.3)  # the worker has the image and waits for its CameraInfo
+    assert probe.wait_for("depth/camera_info", stamp, timeout=0.01) is None
+    probe.info_pub.publish(camera_info(own, stamp))
+    late = probe.wait_for("depth/camera_info", stamp, timeout=10.0)
+    assert late is not None and late.k[0] == pytest.approx(own.fx_px)
+    assert node._stamps_match
+
+
 def _bad_inputs(frame: Any) -> list[tuple[str, Any, Any]]:
     """(expected reason, image, camera info) of inputs the node must survive."""
     rgb, intr = frame.rgb, frame.intrinsics
