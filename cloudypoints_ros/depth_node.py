@@ -7,17 +7,17 @@ serialized message's bytes) and an optional colour map -> in-order hand-over (ne
 same worker sends every frame now next in order, through rcl with the GIL released
 (``rcl_direct``); where the middleware does not take serialized bytes, a publish thread builds
 message objects into buffers reused from frame to frame and sends them. The executor only serves
-parameters, CameraInfo and diagnostics, so it stays responsive while the network runs. Newest wins
-at every stage (the DDS reader keeps the last two images and a worker takes only the newest, the
-hand-over keeps one finished frame), so under overload a frame waits behind at most one older frame
-per stage, never a queue; an image superseded in the reader is never taken nor deserialised; and
-frame k is sent while later frames are inferred. On a CPU two workers, each with its own copy of
-the model on one thread, infer two frames at once: about a quarter more frames/s than one model on
-two threads (no synchronisation between the cores inside every layer, and nothing to stall when the
-DDS and publishing threads take a core for a moment), at the price of a longer latency per frame
-(``inference_workers: 1`` for the shortest). Outputs keep the order of the inputs. When the workers
-only compete for the cores (two at once make each frame much slower, e.g. under a flood of images),
-:class:`_WorkerGate` lets one of them run.
+parameters, timers and diagnostics (the workers take the CameraInfo they need), so it stays
+responsive while the network runs. Newest wins at every stage (the DDS reader keeps the last two
+images and a worker takes only the newest, the hand-over keeps one finished frame), so under
+overload a frame waits behind at most one older frame per stage, never a queue; an image superseded
+in the reader is never taken nor deserialised; and frame k is sent while later frames are inferred.
+On a CPU two workers, each with its own copy of the model on one thread, infer two frames at once:
+about a quarter more frames/s than one model on two threads (no synchronisation between the cores
+inside every layer, and nothing to stall when the DDS and publishing threads take a core for a
+moment), at the price of a longer latency per frame (``inference_workers: 1`` for the shortest).
+Outputs keep the order of the inputs. When the workers only compete for the cores (two at once make
+each frame much slower, e.g. under a flood of images), :class:`_WorkerGate` lets one of them run.
 
 Topics (relative, so namespaces and remappings apply): ``image`` (or ``image/compressed`` with
 ``input_transport: compressed``), ``camera_info`` in; ``depth/image``, ``depth/camera_info``,

@@ -101,42 +101,18 @@ def _loaded_library(name: str) -> str | None:
     return ctypes.util.find_library(name.removeprefix("lib").removesuffix(".so"))
 
 
-class DirectPublisher:
-    """``publish(publisher, blob)``: the serialized message ``blob`` (bytes) on ``publisher``
-    (an rclpy Publisher of the message's type), through rcl with the GIL released."""
-
-    def __init__(self, rcl: ctypes.CDLL, rcutils: ctypes.CDLL | None) -> None:
-        fn = rcl.rcl_publish_serialized_message
-        fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(_SerializedMessage), ctypes.c_void_p]
-        fn.restype = ctypes.c_int
-        self._publish = fn
-        self._reset_error = getattr(rcutils, "rcutils_reset_error", None) if rcutils else None
-
-    def publish(self, publisher: Any, blob: bytes) -> None:
-        """Publish ``blob``; raises RuntimeError (with rcl's return code) if rcl refuses it,
-        rclpy's InvalidHandle if the publisher was destroyed."""
-        if not isinstance(blob, bytes):
-            raise TypeError(f"a serialized message is bytes, got {type(blob).__name__}")
-        # The bytes' own buffer: rcl only reads it, and `blob` outlives the call.
-        address = ctypes.cast(ctypes.c_char_p(blob), ctypes.c_void_p).value
-        message = _SerializedMessage(address, len(blob), len(blob))
-        handle = publisher.handle
-        with handle:  # in use: rclpy defers a concurrent destroy until the call returns
-            ret = self._publish(handle.pointer, ctypes.byref(message), None)
-        if ret != _RCL_RET_OK:
-            if self._reset_error is not None:
-                self._reset_error()  # rcl keeps the error per thread until reset
-            raise RuntimeError(
-                f"rcl_publish_serialized_message failed on {publisher.topic_name} "
-                f"(rcl_ret_t {ret})"
-            )
-
-
 class _Libraries:
     """librcl and librcutils as rclpy loaded them, with the signatures used here."""
 
     def __init__(self, rcl: ctypes.CDLL, rcutils: ctypes.CDLL) -> None:
-        self.rcl, self.rcutils = rcl, rcutils
+        publish = rcl.rcl_publish_serialized_message
+        publish.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(_SerializedMessage),
+            ctypes.c_void_p,
+        ]
+        publish.restype = ctypes.c_int
+        self.publish = publish
         take = rcl.rcl_take_serialized_message
         take.argtypes = [
             ctypes.c_void_p,
@@ -163,6 +139,33 @@ class _Libraries:
         self.reset_error = rcutils.rcutils_reset_error
 
 
+class DirectPublisher:
+    """``publish(publisher, blob)``: the serialized message ``blob`` (bytes) on ``publisher``
+    (an rclpy Publisher of the message's type), through rcl with the GIL released."""
+
+    def __init__(self, libs: _Libraries) -> None:
+        self._publish = libs.publish
+        self._reset_error = libs.reset_error
+
+    def publish(self, publisher: Any, blob: bytes) -> None:
+        """Publish ``blob``; raises RuntimeError (with rcl's return code) if rcl refuses it,
+        rclpy's InvalidHandle if the publisher was destroyed."""
+        if not isinstance(blob, bytes):
+            raise TypeError(f"a serialized message is bytes, got {type(blob).__name__}")
+        # The bytes' own buffer: rcl only reads it, and `blob` outlives the call.
+        address = ctypes.cast(ctypes.c_char_p(blob), ctypes.c_void_p).value
+        message = _SerializedMessage(address, len(blob), len(blob))
+        handle = publisher.handle
+        with handle:  # in use: rclpy defers a concurrent destroy until the call returns
+            ret = self._publish(handle.pointer, ctypes.byref(message), None)
+        if ret != _RCL_RET_OK:
+            self._reset_error()  # rcl keeps the error per thread until reset
+            raise RuntimeError(
+                f"rcl_publish_serialized_message failed on {publisher.topic_name} "
+                f"(rcl_ret_t {ret})"
+            )
+
+
 class SerializedTaker:
     """``take(subscription)``: the next serialized message of ``subscription`` (an rclpy
     Subscription) as ``bytes`` with its message info (the keys rclpy's raw take gives that the
@@ -172,6 +175,7 @@ class SerializedTaker:
     def __init__(self, libs: _Libraries, capacity: int = 1 << 20) -> None:
         from cloudypoints_ros.conversions import _new_bytes
 
+        self._open = False  # until the buffer exists (close and __del__ check it)
         self._libs = libs
         self._new_bytes = _new_bytes
         self._message = _SerializedMessage()
@@ -245,7 +249,7 @@ def direct_publisher() -> DirectPublisher | None:
     """A :class:`DirectPublisher`, or None where rcl cannot be called directly (no librcl
     found, a symbol missing, or ``CLOUDYPOINTS_NO_DIRECT_PUBLISH=1``)."""
     libs = _libraries()
-    return None if libs is None else DirectPublisher(libs.rcl, libs.rcutils)
+    return None if libs is None else DirectPublisher(libs)
 
 
 def serialized_taker() -> SerializedTaker | None:
