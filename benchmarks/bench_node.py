@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -498,17 +498,12 @@ class Driver:
         if with_cloud:
             self.node.create_subscription(PointCloud2, "points", self._on_cloud, qos, raw=True)
 
-    @staticmethod
-    def _cdr_stamp(data: bytes) -> int:
-        # CDR: 4-byte encapsulation header, then header.stamp (int32 sec, uint32 nanosec).
-        order: Literal["little", "big"] = "little" if data[1] & 1 else "big"
-        sec = int.from_bytes(data[4:8], order, signed=True)
-        return sec * 1_000_000_000 + int.from_bytes(data[8:12], order)
-
     def _on_depth(self, data: bytes) -> None:
         now = time.time_ns()
+        stamp = conv.header_stamp_ns(data)
         with self._cond:
-            self.received[self._cdr_stamp(data)] = now
+            if stamp is not None:
+                self.received[stamp] = now
             self._cond.notify_all()
 
     def _on_diag(self, msg: Any) -> None:
@@ -517,8 +512,10 @@ class Driver:
                 self.status = {kv.key: kv.value for kv in status.values}
 
     def _on_cloud(self, data: bytes) -> None:
+        stamp = conv.header_stamp_ns(data)
         with self._cond:
-            self.clouds.add(self._cdr_stamp(data))
+            if stamp is not None:
+                self.clouds.add(stamp)
             self._cond.notify_all()
 
     def send(self, image: Image, info: CameraInfo) -> int:

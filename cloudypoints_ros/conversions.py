@@ -45,7 +45,6 @@ __all__ = [
     "camera_info_msg",
     "CloudWriter",
     "raw_publishing_works",
-    "stamp_from_cdr",
     "serialized_depth_image",
     "serialized_image",
     "serialized_image_msg",
@@ -53,6 +52,7 @@ __all__ = [
     "classify_image_error",
     "cloud_msg",
     "depth_image_msg",
+    "header_stamp_ns",
     "RawImage",
     "image_from_cdr",
     "image_msg",
@@ -257,14 +257,19 @@ class _CdrReader:
         return view
 
 
-def stamp_from_cdr(data: bytes) -> int | None:
-    """``header.stamp`` in nanoseconds of a serialized message that starts with a
-    std_msgs/Header (Image, CameraInfo, PointCloud2, ...), None if the bytes do not say."""
-    order = _PLAIN_CDR.get(bytes(data[:2]))
-    if order is None or len(data) < 12:
+def header_stamp_ns(cdr: bytes | memoryview) -> int | None:
+    """Header stamp of a serialized message whose first field is ``std_msgs/Header`` (Image,
+    CameraInfo, PointCloud2, ...), None if too short.
+
+    CDR: a 4-byte encapsulation header (byte 1 odd = little endian), then ``int32 sec`` and
+    ``uint32 nanosec`` of ``header.stamp``. Reading it from the bytes spares deserialising a
+    message just to learn when it was taken.
+    """
+    if len(cdr) < 12:
         return None
-    r = _CdrReader(data, order)
-    return r.i32() * 1_000_000_000 + r.u32()
+    endian = "<" if cdr[1] & 1 else ">"
+    sec, nanosec = struct.unpack_from(f"{endian}iI", cdr, 4)
+    return int(sec) * 1_000_000_000 + int(nanosec)
 
 
 def image_from_cdr(data: bytes) -> Image | RawImage:

@@ -590,6 +590,15 @@ BUNDLED_MODEL_NOTE = (
 )
 
 
+def _take(sub: Any, taker: SerializedTaker | None) -> tuple[Any, dict[str, Any]] | None:
+    """The next message of a subscription the workers take themselves, with its info: through
+    rcl with the GIL released (``taker``) when serialized, else through rclpy."""
+    if taker is not None and sub.raw:
+        return taker.take(sub)
+    taken: tuple[Any, dict[str, Any]] | None = sub.handle.take_message(sub.msg_type, sub.raw)
+    return taken
+
+
 def _never_called(msg: Any) -> None:
     """The image subscription's callback; the executor never runs it (_PulledByWorkers)."""
 
@@ -1059,11 +1068,7 @@ class DepthNode(Node):
                 if sub.handle.pointer not in wait_set.get_ready_entities("subscription"):
                     return None
                 # The queue keeps the last two: take until empty so the newest is inferred.
-                while (
-                    more := taker.take(sub)
-                    if taker is not None and sub.raw
-                    else sub.handle.take_message(sub.msg_type, sub.raw)
-                ) is not None:
+                while (more := _take(sub, taker)) is not None:
                     if taken is not None:
                         self._stats.frame_in()
                         self._stats.frames_dropped()  # superseded before it was read
@@ -1097,12 +1102,8 @@ class DepthNode(Node):
         the one a frame uses is deserialised)."""
         sub = self._info_sub
         with self._info_lock, sub.handle:
-            while (
-                got := taker.take(sub)
-                if taker is not None
-                else sub.handle.take_message(sub.msg_type, True)
-            ) is not None:
-                stamp = conv.stamp_from_cdr(got[0])
+            while (got := _take(sub, taker)) is not None:
+                stamp = conv.header_stamp_ns(got[0])
                 if stamp is not None:
                     self._infos.add(stamp, got[0])
 

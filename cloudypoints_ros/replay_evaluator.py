@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import signal
-import struct
 import sys
 import threading
 import time
@@ -56,20 +55,6 @@ log = logging.getLogger("cloudypoints.replay_evaluator")
 EVALUATOR_NODE_NAME = "cloudypoints_replay_evaluator"
 #: Deep queues: the evaluator must see every depth image the node manages to publish.
 EVAL_QUEUE_DEPTH = 50
-
-
-def header_stamp_ns(cdr: bytes | memoryview) -> int | None:
-    """Header stamp of a serialized message whose first field is ``std_msgs/Header``.
-
-    CDR: a 4-byte encapsulation header (byte 1 odd = little endian), then ``int32 sec`` and
-    ``uint32 nanosec`` of ``header.stamp``. Reading it from the bytes spares deserialising a
-    megabyte image just to learn when it was taken.
-    """
-    if len(cdr) < 12:
-        return None
-    endian = "<" if cdr[1] & 1 else ">"
-    sec, nanosec = struct.unpack_from(f"{endian}iI", cdr, 4)
-    return int(sec) * 1_000_000_000 + int(nanosec)
 
 
 @dataclass
@@ -97,8 +82,10 @@ class ReplayEvaluator:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
+        from cloudypoints_ros.conversions import header_stamp_ns
         from cloudypoints_ros.player import message_class
 
+        self._stamp_of = header_stamp_ns
         self.node = node
         self.protocol = protocol or make_protocol("whole_frame")
         self.detailed = detailed
@@ -173,7 +160,7 @@ class ReplayEvaluator:
                 self._match(stamp)
 
     def _on_image(self, raw: bytes) -> None:
-        stamp = header_stamp_ns(raw)
+        stamp = self._stamp_of(raw)
         if stamp is not None:
             with self._lock:
                 self.image_arrivals.setdefault(stamp, time.time_ns())
