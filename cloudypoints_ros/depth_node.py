@@ -707,7 +707,6 @@ class DepthNode(Node):
         # Serialized messages are built by the worker of each frame, which then also sends the
         # frames now next in order, one worker at a time (_publish_ready). Message objects
         # reuse one set of buffers: a publish thread builds and sends them (_publish_loop).
-        self._workers_publish = self._raw_out
         self._send_lock = threading.Lock()
         self._model_name = str(getattr(getattr(self._estimator, "spec", None), "name", "?"))
 
@@ -761,7 +760,7 @@ class DepthNode(Node):
             )
             for i, est in enumerate(self._estimators)
         ]
-        if not self._workers_publish:
+        if not self._raw_out:  # message objects: one publish thread
             self._workers.append(
                 threading.Thread(
                     target=self._publish_loop, name=f"{NODE_NAME}_publish", daemon=True
@@ -1260,7 +1259,7 @@ class DepthNode(Node):
                 # Also for a rejected frame, so that it never holds back later ones.
                 for _ in range(self._done.finish(job.seq, item)):
                     self._stats.frames_dropped()  # superseded by a newer finished frame
-                if self._workers_publish:
+                if self._raw_out:
                     self._publish_ready()
                 # The input watchdog counts only time a worker was free to take an image.
                 self._last_image_s = time.monotonic()
